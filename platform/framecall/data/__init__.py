@@ -1,0 +1,1 @@
+"""Shards (schema, writer, manifest), synthetic tasks, corpus converters, Ray Data readers."""

@@ -1,0 +1,80 @@
+"""Collate featurized rows into padded tensors; seconds become sub-frame counts here, once.
+
+Input is what :mod:`framecall.data.pipeline` yields (a dict of numpy columns, as
+``iter_torch_batches(collate_fn=...)`` passes it). Output tensors::
+
+    features        float32 [B, M, F_max]   log-mel, zero padded on the right
+    feature_mask    bool    [B, F_max]
+    token_mask      bool    [B, T_tok]      audio tokens of the backbone (40 ms each)
+    event_counts    float32 [B, T_tok * S]  events per sub-frame (the frame-loss target)
+    subframe_mask   bool    [B, T_tok * S]
+    num_events      int64   [B]
+plus the untouched python lists ``ids``, ``prompts``, ``target_texts``, ``event_times_s``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import torch
+
+from framecall.frames.units import FrameGrid
+
+
+def qwen_audio_tokens(num_mel_frames: int) -> int:
+    """Audio tokens Qwen2-Audio / Qwen2.5-Omni emit for F mel frames (conv stride 2, pool 2)."""
+    after_conv = (num_mel_frames - 1) // 2 + 1
+    return (after_conv - 2) // 2 + 1
+
+
+def _as_list(column: Any) -> list:
+    if isinstance(column, np.ndarray) and column.dtype != object:
+        return list(column)
+    return list(column)
+
+
+@dataclass
+class FrameCollator:
+    """Callable collate_fn for frame-head training. ``grid`` fixes the sub-frame unit."""
+
+    grid: FrameGrid = field(default_factory=FrameGrid)
+    tokens_for_frames: Callable[[int], int] = qwen_audio_tokens
+
+    def __call__(self, batch: Mapping[str, Any]) -> dict[str, Any]:
+        feats = [np.asarray(f, dtype=np.float32) for f in _as_list(batch["features"])]
+        if not feats:
+            raise ValueError("cannot collate an empty batch")
+        bsz, mels = len(feats), feats[0].shape[0]
+        f_max = max(f.shape[1] for f in feats)
+        features = torch.zeros(bsz, mels, f_max)
+        feature_mask = torch.zeros(bsz, f_max, dtype=torch.bool)
+        tokens = [self.tokens_for_frames(f.shape[1]) for f in feats]
+        t_max = max(tokens)
+        s = self.grid.subframes
+        token_mask = torch.zeros(bsz, t_max, dtype=torch.bool)
+        counts = torch.zeros(bsz, t_max * s)
+        sub_mask = torch.zeros(bsz, t_max * s, dtype=torch.bool)
+        times_list = [np.asarray(t, dtype=np.float64).reshape(-1) for t in _as_list(batch["event_times_s"])]
+        for b, (f, n_tok, times) in enumerate(zip(feats, tokens, times_list)):
+            features[b, :, : f.shape[1]] = torch.from_numpy(f)
+            feature_mask[b, : f.shape[1]] = True
+            token_mask[b, :n_tok] = True
+            sub_mask[b, : n_tok * s] = True
+            if times.size:
+                idx = self.grid.to_index(times, num_frames=n_tok * s)
+                counts[b].index_add_(0, torch.from_numpy(idx), torch.ones(idx.size))
+        return {
+            "features": features,
+            "feature_mask": feature_mask,
+            "token_mask": token_mask,
+            "event_counts": counts,
+            "subframe_mask": sub_mask,
+            "num_events": torch.tensor([t.size for t in times_list], dtype=torch.int64),
+            "ids": [str(x) for x in _as_list(batch["id"])],
+            "prompts": [str(x) for x in _as_list(batch["prompt"])],
+            "target_texts": [str(x) for x in _as_list(batch["target_text"])],
+            "tasks": [str(x) for x in _as_list(batch["task"])],
+            "event_times_s": [t.tolist() for t in times_list],
+        }
