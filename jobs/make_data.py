@@ -5,7 +5,7 @@
         --min-seconds 8 --max-seconds 12 --answer-window 4,8 --seed 1
 
 On a cluster: ``ray job submit --working-dir . -- python jobs/make_data.py ...``.
-Writes DIR/shard-*.parquet and DIR/manifest.json, then prints the corpus statistics.
+Writes DIR/shard-*.parquet and DIR/_manifest.json, then prints the corpus statistics.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> None:
     out = Path(args.output).resolve()
     with ShardWriter(out, rows_per_shard=cfg.rows_per_shard, params={"synth": to_dict(cfg)}) as writer:
         writer.write_all(generate(cfg))
-    save_yaml(cfg, out / "synth_config.yaml")
+    save_yaml(cfg, out / "_synth_config.yaml")
     print(format_stats(shard_stats(out)))
 
 

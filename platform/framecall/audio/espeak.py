@@ -4,11 +4,22 @@ The wheel has the shared library and voice data but no Python API, so the bindin
 ours. Word events from the synth callback give each word's start sample: that is the
 label of the synthetic corpus. espeak's state is global to a process, so all calls go
 through one lock and one synthesiser per process (:func:`get_synthesizer`).
+
+Determinism: espeak keeps state across utterances (a static pitch-flutter phase, filter
+and noise state). We load voices from an overlay of the wheel's data
+(:func:`_deterministic_data_dir`) whose variants set ``flutter 0``, and reseed espeak's
+random source before every utterance. Measured here: the same (text, voice, seed) then
+gives the same length and word times whatever was spoken before, but the waveform can
+still differ (12-24 dB SNR in about half of the utterances) with the history; a fresh
+process running the same sequence of calls is byte-identical.
 """
 
 from __future__ import annotations
 
 import ctypes
+import os
+import shutil
+import tempfile
 import threading
 from dataclasses import dataclass
 
@@ -41,6 +52,44 @@ class _Event(ctypes.Structure):
 
 
 _CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.POINTER(_Event))
+
+
+def _deterministic_data_dir() -> str:
+    """Overlay of the wheel's espeak-ng-data: symlinks, plus variants with ``flutter 0``.
+
+    Built once per machine in the framecall cache, atomically (temp dir + rename).
+    """
+    import espeakng_loader
+
+    from framecall.cache import cache_dir
+
+    src = espeakng_loader.get_data_path()
+    version = getattr(espeakng_loader, "__version__", None) or str(int(os.path.getmtime(src)))
+    target = cache_dir() / f"espeak-ng-data-{version}-noflutter"
+    if (target / "voices" / "!v" / PLAIN_VARIANT).is_file():
+        return str(target)
+    tmp = tempfile.mkdtemp(dir=target.parent, prefix=".espeak-")
+    for name in os.listdir(src):
+        if name != "voices":
+            os.symlink(os.path.join(src, name), os.path.join(tmp, name))
+    variants = os.path.join(tmp, "voices", "!v")
+    os.makedirs(variants)
+    src_variants = os.path.join(src, "voices", "!v")
+    for name in os.listdir(src_variants):
+        with open(os.path.join(src_variants, name), "rb") as f:
+            body = f.read()
+        with open(os.path.join(variants, name), "wb") as f:
+            f.write(body + b"\nflutter 0\n")
+    with open(os.path.join(variants, PLAIN_VARIANT), "w") as f:
+        f.write(f"language variant\nname {PLAIN_VARIANT}\nflutter 0\n")
+    try:
+        os.rename(tmp, target)
+    except OSError:  # another process won the race; its copy is identical
+        shutil.rmtree(tmp, ignore_errors=True)
+    return str(target)
+
+
+PLAIN_VARIANT = "fc-plain"  # the voice's own settings, without flutter
 
 
 class EspeakError(RuntimeError):
@@ -82,7 +131,7 @@ class VoiceSettings:
 
     @property
     def name(self) -> str:
-        return f"{self.voice}+{self.variant}" if self.variant else self.voice
+        return f"{self.voice}+{self.variant or PLAIN_VARIANT}"
 
 
 class EspeakSynthesizer:
@@ -96,11 +145,12 @@ class EspeakSynthesizer:
         self._lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
         self._lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
         self._lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
+        self._lib.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
         self._lib.espeak_Synth.argtypes = [
             ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int, ctypes.c_uint,
             ctypes.c_uint, ctypes.POINTER(ctypes.c_uint), ctypes.c_void_p,
         ]
-        data_path = espeakng_loader.get_data_path().encode()
+        data_path = _deterministic_data_dir().encode()
         rate = self._lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, data_path, _INITIALIZE_DONT_EXIT)
         if rate <= 0:
             raise EspeakError(f"espeak_Initialize failed ({rate}) with data at {data_path!r}")
@@ -122,12 +172,17 @@ class EspeakSynthesizer:
             i += 1
         return 0  # 0 = continue synthesis
 
-    def synthesize(self, text: str, voice: VoiceSettings = VoiceSettings()) -> Utterance:
-        """Speak ``text``; returns samples and one :class:`SpokenWord` per word event."""
+    def synthesize(self, text: str, voice: VoiceSettings = VoiceSettings(), seed: int = 0) -> Utterance:
+        """Speak ``text``; returns samples and one :class:`SpokenWord` per word event.
+
+        Same (text, voice, seed) -> same samples, whatever was synthesised before.
+        """
         if not text.strip():
             raise ValueError("cannot synthesise empty text")
         encoded = text.encode("utf-8")
         with self._lock:
+            # before the voice is set: measured, seeding after it leaves runs different
+            self._lib.espeak_ng_SetRandSeed(int(seed) & 0x7FFFFFFF)
             if self._lib.espeak_SetVoiceByName(voice.name.encode()) != 0:
                 raise EspeakError(f"unknown espeak voice {voice.name!r}")
             for param, value in (

@@ -3,7 +3,7 @@
 Layout of a shard directory::
 
     DIR/shard-00000.parquet ...   rows in SHARD_SCHEMA
-    DIR/manifest.json             schema version, per-shard rows/bytes/sha256, counts, params
+    DIR/_manifest.json             schema version, per-shard rows/bytes/sha256, counts, params
 
 Each shard is written to a temporary name in DIR and renamed into place, so a crashed
 writer never leaves a half-written ``shard-*.parquet`` for a reader to pick up.
@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 
 from framecall.data.schema import SCHEMA_VERSION, SHARD_SCHEMA, ShardSchemaError, check_row, check_schema
 
-MANIFEST_NAME = "manifest.json"
+MANIFEST_NAME = "_manifest.json"
 SHARD_GLOB = "shard-*.parquet"
 
 
@@ -111,7 +111,7 @@ class ShardWriter:
         self._buffer = []
 
     def close(self) -> dict[str, Any]:
-        """Flush the last shard and write ``manifest.json``; returns the manifest."""
+        """Flush the last shard and write ``_manifest.json``; returns the manifest."""
         if self._closed:
             raise RuntimeError("ShardWriter is already closed")
         self._flush()

@@ -1,0 +1,41 @@
+"""Shared fixtures: one local Ray instance per test session, small corpora in tmp dirs."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "platform"))  # works without `pip install -e .` too
+
+os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray for the whole session (starting Ray costs seconds)."""
+    import ray
+
+    if not ray.is_initialized():
+        # more logical CPUs than cores: Train workers and Data tasks must not starve each other
+        ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, configure_logging=False,
+                 runtime_env={"env_vars": {"PYTHONPATH": str(ROOT / "platform")}})
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def words_all_dir(tmp_path_factory):
+    """40 synthetic words_all items in 3 shards."""
+    from framecall.data.shards import ShardWriter
+    from framecall.data.synthetic import SynthConfig, generate
+
+    out = tmp_path_factory.mktemp("words_all")
+    cfg = SynthConfig(task="words_all", num=40, seed=3, max_seconds=4.0)
+    with ShardWriter(out, rows_per_shard=16) as w:
+        w.write_all(generate(cfg))
+    return out
