@@ -8,7 +8,7 @@ import pytest
 import soundfile as sf
 
 from framecall.data.collate import FrameCollator
-from framecall.data.pipeline import PipelineConfig, build_dataset, iterate_rows_locally
+from framecall.data.pipeline import PipelineConfig, build_dataset, features_from_bytes, iterate_rows_locally
 from framecall.data.schema import ShardSchemaError
 from framecall.data.shards import ShardDirectoryError, ShardWriter, read_manifest
 from framecall.data.synthetic import SynthConfig, generate
@@ -40,8 +40,9 @@ def test_streams_featurized_rows(ray_session, words_all_dir):
     rows = sd.dataset.take_all()
     assert len(rows) == read_manifest(words_all_dir)["counts"]["words_all"]["train"]
     for r in rows[:5]:
-        assert r["features"].shape[0] == 128
-        assert r["features"].shape[1] == int(r["duration_s"] * 16000) // 160
+        feats = features_from_bytes(r["features"], r["num_mels"], r["num_frames"])
+        assert feats.shape == (128, int(round(r["duration_s"] * 16000)) // 160)
+        assert np.isfinite(feats).all() and feats.std() > 0
         assert len(r["event_times_s"]) == r["num_events"]
     assert sd.skip_report().count == 0
 
@@ -50,11 +51,12 @@ def test_ray_and_local_paths_agree(ray_session, words_all_dir):
     ray_rows = {r["id"]: r for r in build_dataset(words_all_dir, split="val").dataset.take_all()}
     local = {}
     for batch in iterate_rows_locally(words_all_dir, split="val"):
-        for i, rid in enumerate(batch["id"]):
-            local[rid] = batch["features"][i]
+        for row in batch.to_pylist():
+            local[row["id"]] = features_from_bytes(row["features"], row["num_mels"], row["num_frames"])
     assert set(local) == set(ray_rows) and local
     for rid, feats in local.items():
-        np.testing.assert_allclose(ray_rows[rid]["features"], feats, atol=1e-6)
+        r = ray_rows[rid]
+        np.testing.assert_array_equal(features_from_bytes(r["features"], r["num_mels"], r["num_frames"]), feats)
 
 
 def test_torch_batches_for_train_workers(ray_session, words_all_dir):

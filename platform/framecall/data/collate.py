@@ -1,7 +1,7 @@
 """Collate featurized rows into padded tensors; seconds become sub-frame counts here, once.
 
 Input is what :mod:`framecall.data.pipeline` yields (a dict of numpy columns, as
-``iter_torch_batches(collate_fn=...)`` passes it). Output tensors::
+``iter_torch_batches(collate_fn=...)`` passes it; features as raw float32 bytes). Output tensors::
 
     features        float32 [B, M, F_max]   log-mel, zero padded on the right
     feature_mask    bool    [B, F_max]
@@ -20,6 +20,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import torch
 
+from framecall.data.pipeline import features_from_bytes
 from framecall.frames.units import FrameGrid
 
 
@@ -43,7 +44,10 @@ class FrameCollator:
     tokens_for_frames: Callable[[int], int] = qwen_audio_tokens
 
     def __call__(self, batch: Mapping[str, Any]) -> dict[str, Any]:
-        feats = [np.asarray(f, dtype=np.float32) for f in _as_list(batch["features"])]
+        feats = [
+            features_from_bytes(f, m, n)
+            for f, m, n in zip(_as_list(batch["features"]), _as_list(batch["num_mels"]), _as_list(batch["num_frames"]))
+        ]
         if not feats:
             raise ValueError("cannot collate an empty batch")
         bsz, mels = len(feats), feats[0].shape[0]

@@ -1,0 +1,29 @@
+# Fresh-clone entry points (README): `make test`, `make data`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: install test data bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch first, pinned: 2.13.0 is the CPU build this project is developed and tested with
+	$(PY) -m pip install -q "torch==2.13.0"
+	$(PY) -m pip install -q -e ".[test]"
+	touch $@
+
+test: install
+	$(PY) -m pytest -q
+
+data: install
+	$(PY) jobs/make_data.py --task words_all --num 200 --output runs/data/words_all
+
+bench: install
+	$(PY) benchmarks/bench_decoding.py
+	$(PY) benchmarks/bench_data_pipeline.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

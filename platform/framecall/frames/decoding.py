@@ -1,0 +1,204 @@
+"""Decoding frame-head outputs into event positions on the sub-frame axis.
+
+Positions are continuous, in sub-frames: sub-frame f covers [f, f+1), its centre is
+f + 0.5. :func:`framecall.frames.units.FrameGrid.to_seconds` converts them.
+
+Decoders are registered by name (:data:`DECODERS`), each ``(scores [T], n) -> Tensor[n]``
+(float64 positions, ascending where the decoder orders them), so jobs and benchmarks
+compare them by config string.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from scipy.special import betaincinv
+
+_NEG_INF = float("-inf")
+_MAX_CELLS = 4_000_000  # bound the [n, T] work matrices (float64: 32 MB each)
+
+
+def _mul0(a: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """a * x with 0 * (-inf) = 0 (a term with exponent 0 is absent)."""
+    return torch.where(a == 0, torch.zeros_like(x), a * x)
+
+
+def _log_cumulative(log_intensity: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """log Lam at the frame edges, from the left and from the right.
+
+    log_intensity [T] -> (log_left [T+1], log_right [T+1]) with
+    log_left[f] = log sum_{g<f} lam_g and log_right[f] = log sum_{g>=f} lam_g. Summing from
+    each side separately avoids the cancellation of computing Lam(T) - Lam(t).
+    """
+    x = log_intensity.to(torch.float64)
+    pad = torch.full((1,), _NEG_INF, dtype=torch.float64, device=x.device)
+    log_left = torch.cat([pad, torch.logcumsumexp(x, 0)])
+    log_right = torch.cat([torch.logcumsumexp(x.flip(0), 0).flip(0), pad])
+    return log_left, log_right
+
+
+def expected_count(log_intensity: torch.Tensor) -> float:
+    """Lam(T) = sum_t lam_t, the expected number of events (for "how many" questions)."""
+    return float(torch.exp(torch.logsumexp(log_intensity.to(torch.float64), 0)))
+
+
+def _check(scores: torch.Tensor, n: int) -> None:
+    if scores.dim() != 1 or scores.numel() == 0:
+        raise ValueError(f"expected scores [T] with T >= 1, got shape {tuple(scores.shape)}")
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    if not torch.isfinite(scores).all():
+        raise ValueError("scores contain NaN or inf")
+
+
+def poisson_posterior_modes(log_intensity: torch.Tensor, n: int) -> torch.Tensor:
+    """Exact posterior mode of each of n ordered events (seed Eq. 8). [T] -> [n] float64.
+
+    For i = 1..n, maximises over continuous t in [0, T]
+        g_i(t) = (i-1) log Lam(t) + (n-i) log(Lam(T) - Lam(t)) + log lam(t).
+    Inside frame f, log lam is constant and Lam is linear, so g_i is concave in u = Lam(t)
+    with maximiser u* = (i-1)/(n-1) * Lam(T) (the Beta mode): the frame's best point is
+    u* clipped to [Lam(f), Lam(f+1)], i.e. one of its two edges or, in the one frame whose
+    Lam-range holds u*, u* itself. The best frame is an argmax over [n, T] edge values.
+    O(nT) time, chunked over i to bound memory. For n = 1 the density is flat inside a
+    frame: the midpoint of the highest-intensity frame is returned. A right-edge optimum is
+    returned as the largest float64 below f + 1, so the position lies in the frame it
+    belongs to.
+    """
+    _check(log_intensity, n)
+    x = log_intensity.to(torch.float64)
+    t_frames = x.numel()
+    if n == 0:
+        return torch.zeros(0, dtype=torch.float64)
+    if n == 1:
+        return (torch.argmax(x).to(torch.float64) + 0.5).reshape(1)
+    log_left, log_right = _log_cumulative(x)
+    log_total = log_left[-1]
+    out = torch.empty(n, dtype=torch.float64)
+    chunk = max(1, _MAX_CELLS // (t_frames + 1))
+    for start in range(0, n, chunk):
+        i = torch.arange(start + 1, min(n, start + chunk) + 1, dtype=torch.float64)  # [c]
+        a, b = (i - 1)[:, None], (n - i)[:, None]  # [c, 1]
+        edge = _mul0(a, log_left[None, :]) + _mul0(b, log_right[None, :])  # [c, T+1]
+        left_val = edge[:, :-1] + x  # value at frame f's left edge, [c, T]
+        right_val = edge[:, 1:] + x  # at its right edge
+        best_left, f_left = left_val.max(dim=1)
+        best_right, f_right = right_val.max(dim=1)
+        # interior candidate: the frame whose Lam-range holds u*
+        frac = (i - 1) / (n - 1)
+        log_u = torch.log(frac) + log_total  # log u*, -inf for i = 1
+        log_rest = torch.log1p(-frac) + log_total  # log(Lam(T) - u*), -inf for i = n
+        f_in = torch.searchsorted(log_left[1:].contiguous(), log_u).clamp(max=t_frames - 1)
+        valid = (
+            (log_left[f_in] < log_u) & (log_u < log_left[f_in + 1])
+            & (log_right[f_in + 1] < log_rest) & (log_rest < log_right[f_in])
+        )
+        inner_val = _mul0(i - 1, log_u) + _mul0(n - i, log_rest) + x[f_in]
+        inner_val = torch.where(valid, inner_val, torch.full_like(inner_val, _NEG_INF))
+        # position inside the frame, computed from the nearer side of Lam to avoid cancellation
+        lam_f = x[f_in]
+        from_left = torch.exp(log_u - lam_f) - torch.exp(log_left[f_in] - lam_f)
+        from_right = 1.0 - (torch.exp(log_rest - lam_f) - torch.exp(log_right[f_in + 1] - lam_f))
+        s = torch.where(frac <= 0.5, from_left, from_right).clamp(0.0, 1.0)
+        inner_pos = f_in.to(torch.float64) + s
+        left_pos = f_left.to(torch.float64)
+        right_pos = torch.nextafter((f_right + 1).to(torch.float64), f_right.to(torch.float64))
+        pos = torch.where(best_left >= best_right, left_pos, right_pos)
+        best = torch.maximum(best_left, best_right)
+        pos = torch.where(inner_val >= best, inner_pos, pos)
+        out[start : start + i.numel()] = pos
+    return out
+
+
+def poisson_posterior_medians(log_intensity: torch.Tensor, n: int) -> torch.Tensor:
+    """Posterior median of each of n ordered events. [T] -> [n] float64, ascending.
+
+    Under the time rescaling u = Lam(t) / Lam(T), the i-th of n events is Beta(i, n-i+1);
+    its median is mapped back through Lam^-1 (linear inside each frame).
+    """
+    _check(log_intensity, n)
+    if n == 0:
+        return torch.zeros(0, dtype=torch.float64)
+    x = log_intensity.to(torch.float64)
+    lam = torch.exp(x - x.max())  # scale-free: only ratios matter
+    cum = torch.cat([torch.zeros(1, dtype=torch.float64), torch.cumsum(lam, 0)])
+    i = torch.arange(1, n + 1, dtype=torch.float64)
+    q = torch.as_tensor(betaincinv(i.numpy(), (n - i + 1).numpy(), 0.5), dtype=torch.float64)
+    target = q * cum[-1]
+    f = (torch.searchsorted(cum[1:].contiguous(), target)).clamp(max=x.numel() - 1)
+    s = ((target - cum[f]) / lam[f]).clamp(0.0, 1.0)
+    return f.to(torch.float64) + s
+
+
+def topk_events(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices of the k highest-scoring frames, ascending. [T] -> LongTensor[min(k, T)]."""
+    _check(scores, k)
+    k = min(k, scores.numel())
+    return torch.sort(torch.topk(scores, k).indices).values
+
+
+def topn_nms(scores: torch.Tensor, n: int, min_separation: int = 3) -> torch.Tensor:
+    """Greedy top-n peaks with non-maximum suppression. [T] -> [<= n] float64 frame centres.
+
+    Takes the highest frame, suppresses frames within ``min_separation`` of it, repeats.
+    Returns fewer than n positions only when every frame is suppressed (a metric then
+    counts the rest as misses).
+    """
+    _check(scores, n)
+    s = scores.to(torch.float64).clone()
+    picked = []
+    for _ in range(n):
+        f = int(torch.argmax(s))
+        if s[f] == _NEG_INF:
+            break
+        picked.append(f)
+        s[max(0, f - min_separation) : f + min_separation + 1] = _NEG_INF
+    return torch.sort(torch.tensor(picked, dtype=torch.float64)).values + 0.5
+
+
+def pick_peaks(scores: torch.Tensor, threshold: float, min_separation: int = 3) -> torch.Tensor:
+    """Peaks above ``threshold`` for unknown n (NMS until the best left is below it). -> [m]."""
+    _check(scores, 0)
+    s = scores.to(torch.float64).clone()
+    picked = []
+    while True:
+        f = int(torch.argmax(s))
+        if not s[f] >= threshold:
+            break
+        picked.append(f)
+        s[max(0, f - min_separation) : f + min_separation + 1] = _NEG_INF
+    return torch.sort(torch.tensor(picked, dtype=torch.float64)).values + 0.5
+
+
+def _topk_centres(scores: torch.Tensor, n: int) -> torch.Tensor:
+    return topk_events(scores, n).to(torch.float64) + 0.5
+
+
+DECODERS: dict[str, Callable[[torch.Tensor, int], torch.Tensor]] = {
+    "posterior_mode": poisson_posterior_modes,
+    "posterior_median": poisson_posterior_medians,
+    "topn_nms": topn_nms,
+    "topk": _topk_centres,
+}
+
+POISSON_ONLY = ("posterior_mode", "posterior_median")
+
+
+def get_decoder(name: str) -> Callable[[torch.Tensor, int], torch.Tensor]:
+    try:
+        return DECODERS[name]
+    except KeyError:
+        raise ValueError(f"unknown decoder {name!r}; valid: {sorted(DECODERS)}") from None
+
+
+def decode(name: str, scores: torch.Tensor, n: int | None, head: str = "poisson", **options) -> torch.Tensor:
+    """Decode one item. ``n=None`` (count unknown): a Poisson head uses round(Lam(T)); a
+    binary head keeps the peaks with probability above 0.5."""
+    if head == "binary" and name in POISSON_ONLY:
+        raise ValueError(f"decoder {name!r} needs a Poisson head's log-intensities, not binary logits")
+    if n is None:
+        if head == "binary":
+            return pick_peaks(scores, 0.0, options.get("min_separation", 3))  # logit 0 = p 0.5
+        n = int(round(expected_count(scores)))
+    return get_decoder(name)(scores, n, **options)
