@@ -62,7 +62,7 @@ class FrameCollator:
         sub_mask = torch.zeros(bsz, t_max * s, dtype=torch.bool)
         times_list = [np.asarray(t, dtype=np.float64).reshape(-1) for t in _as_list(batch["event_times_s"])]
         for b, (f, n_tok, times) in enumerate(zip(feats, tokens, times_list)):
-            features[b, :, : f.shape[1]] = torch.from_numpy(f)
+            features[b, :, : f.shape[1]] = torch.from_numpy(f.copy())  # the Arrow buffer is read-only
             feature_mask[b, : f.shape[1]] = True
             token_mask[b, :n_tok] = True
             sub_mask[b, : n_tok * s] = True

@@ -1,0 +1,167 @@
+"""Backbone adapters: an audio LM's final-layer states at its audio tokens, [B, T_tok, H].
+
+One adapter serves both Qwen architectures (Qwen2.5-Omni thinker, Qwen2-Audio): both
+expand one ``<|AUDIO|>`` placeholder per 40 ms audio token and scatter the audio
+encoder's outputs into those positions. The adapter owns
+
+- feature extraction parameters (Qwen2-Audio: exactly 3000 mel frames; Omni: any length),
+- the prompt (question before the audio for frame heads, so the causal decoder's audio
+  states see it; after it for text answers), recorded as ``prompt_order``,
+- the forward pass and the gather of audio-token states with their mask.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import nn
+
+from framecall.audio.features import FeatureParams
+from framecall.data.collate import qwen_audio_tokens
+from framecall.models.tiny import TINY_PRESETS, ensure_tiny
+
+PromptOrder = Literal["question_first", "audio_first"]
+FRAME_S = 0.04  # one audio token per 40 ms in both architectures
+
+
+class BackboneError(ValueError):
+    """A model name/path that cannot be loaded as a supported backbone."""
+
+
+def resolve_model_path(model: str) -> str:
+    """``tiny-omni`` / ``tiny-qwen2-audio`` -> the cached tiny checkpoint; else a path or hub id."""
+    if model in TINY_PRESETS:
+        return str(ensure_tiny(model))
+    if Path(model).exists():
+        if not (Path(model) / "config.json").is_file():
+            raise BackboneError(f"model path {model} has no config.json (not a Hugging Face checkpoint)")
+        return str(Path(model).resolve())
+    if model.startswith(("/", ".", "~")) or model.count("/") != 1:
+        raise BackboneError(
+            f"unknown model {model!r}: use one of {list(TINY_PRESETS)}, a local checkpoint directory, "
+            "or a hub id like Qwen/Qwen2-Audio-7B-Instruct (needs network)"
+        )
+    return model  # a hub id: from_pretrained fetches it where the machine can reach a hub
+
+
+@dataclass
+class AudioBatchInputs:
+    input_ids: torch.Tensor  # [B, L]
+    attention_mask: torch.Tensor  # [B, L]
+    input_features: torch.Tensor  # [B, M, F]
+    feature_attention_mask: torch.Tensor  # [B, F]
+
+
+class QwenAudioBackbone(nn.Module):
+    """Wraps a loaded Qwen2.5-Omni thinker or Qwen2-Audio model.
+
+    ``forward(batch)`` takes the collated batch of :class:`framecall.data.collate.FrameCollator`
+    (features [B, M, F], feature_mask [B, F], token_mask [B, T_tok], prompts) and returns
+    ``(states [B, T_tok, H], token_mask [B, T_tok])``.
+    """
+
+    def __init__(self, model: nn.Module, tokenizer, model_type: str, source: str,
+                 prompt_order: PromptOrder = "question_first") -> None:
+        super().__init__()
+        self.model = model
+        self.tokenizer = tokenizer
+        self.model_type = model_type
+        self.source = source
+        self.prompt_order = prompt_order
+        text_cfg = model.config.get_text_config()
+        self.hidden_size = int(text_cfg.hidden_size)
+        self.audio_token_id = int(getattr(model.config, "audio_token_id", None)
+                                  or getattr(model.config, "audio_token_index"))
+        self.frame_s = FRAME_S
+        pad = 30.0 if model_type == "qwen2_audio" else None
+        self.feature_params = FeatureParams(num_mel_bins=int(self._audio_config().num_mel_bins), pad_to_seconds=pad)
+
+    @property
+    def inner(self) -> nn.Module:
+        """The decoder stack without the LM head (peft injects LoRA layers in place)."""
+        return self.model.model
+
+    def _audio_config(self):
+        return self.model.config.audio_config
+
+    @property
+    def max_audio_seconds(self) -> float | None:
+        return 30.0 if self.model_type == "qwen2_audio" else None
+
+    def tokens_for_frames(self, num_mel_frames: int) -> int:
+        return qwen_audio_tokens(num_mel_frames)
+
+    def prompt_text(self, question: str, num_audio_tokens: int, order: PromptOrder | None = None) -> str:
+        audio = "<|audio_bos|>" + "<|AUDIO|>" * num_audio_tokens + "<|audio_eos|>"
+        order = order or self.prompt_order
+        body = f"{question}{audio}" if order == "question_first" else f"{audio}{question}"
+        return f"<|im_start|>user\n{body}<|im_end|>\n<|im_start|>assistant\n"
+
+    def build_inputs(self, prompts: list[str], features: torch.Tensor, feature_mask: torch.Tensor,
+                     order: PromptOrder | None = None) -> AudioBatchInputs:
+        """Tokenise prompts with one placeholder per audio token; right padding."""
+        lengths = feature_mask.sum(1).tolist()
+        texts = [self.prompt_text(q, self.tokens_for_frames(int(n)), order) for q, n in zip(prompts, lengths)]
+        enc = self.tokenizer(texts, return_tensors="pt", padding=True, padding_side="right")
+        feats, fmask = features, feature_mask
+        if self.feature_params.pad_to_seconds is not None:  # Qwen2-Audio: exactly 3000 frames
+            target = self.feature_params.num_frames(0)
+            if feats.shape[-1] > target:
+                raise ValueError(f"audio longer than {self.feature_params.pad_to_seconds} s for {self.model_type}")
+            feats = nn.functional.pad(feats, (0, target - feats.shape[-1]))
+            fmask = nn.functional.pad(fmask, (0, target - fmask.shape[-1]))
+        return AudioBatchInputs(enc["input_ids"], enc["attention_mask"], feats, fmask.long())
+
+    def forward(self, batch: dict, order: PromptOrder | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        device = next(self.model.parameters()).device
+        inputs = self.build_inputs(batch["prompts"], batch["features"], batch["feature_mask"], order)
+        dtype = next(self.model.parameters()).dtype
+        out = self.inner(
+            input_ids=inputs.input_ids.to(device),
+            attention_mask=inputs.attention_mask.to(device),
+            input_features=inputs.input_features.to(device, dtype),
+            feature_attention_mask=inputs.feature_attention_mask.to(device),
+            return_dict=True,
+        )
+        hidden = out.last_hidden_state  # [B, L, H]
+        is_audio = inputs.input_ids.to(device) == self.audio_token_id  # [B, L]
+        n_tok = is_audio.sum(1)
+        t_max = int(batch["token_mask"].shape[1])
+        if int(n_tok.max()) != t_max:
+            raise RuntimeError(f"prompt has {int(n_tok.max())} audio tokens, collate expected {t_max}")
+        # position of the k-th audio token of each row; rows with fewer tokens are masked
+        order_idx = torch.cumsum(is_audio.long(), 1) - 1
+        states = hidden.new_zeros(hidden.shape[0], t_max, hidden.shape[-1])
+        rows, cols = is_audio.nonzero(as_tuple=True)
+        states[rows, order_idx[rows, cols]] = hidden[rows, cols]
+        token_mask = torch.arange(t_max, device=device)[None, :] < n_tok[:, None]
+        return states, token_mask
+
+
+def load_backbone(model: str, dtype: torch.dtype | None = None,
+                  prompt_order: PromptOrder = "question_first") -> QwenAudioBackbone:
+    """Load ``model`` (a tiny preset, a local checkpoint or a hub id) through from_pretrained."""
+    from transformers import AutoConfig, AutoTokenizer, Qwen2_5OmniThinkerForConditionalGeneration, \
+        Qwen2AudioForConditionalGeneration
+
+    path = resolve_model_path(model)
+    config = AutoConfig.from_pretrained(path)
+    classes = {
+        "qwen2_5_omni_thinker": Qwen2_5OmniThinkerForConditionalGeneration,
+        "qwen2_audio": Qwen2AudioForConditionalGeneration,
+    }
+    model_type = config.model_type
+    if model_type == "qwen2_5_omni":  # a full Omni checkpoint: load its thinker
+        config, model_type = config.thinker_config, "qwen2_5_omni_thinker"
+    if model_type not in classes:
+        raise BackboneError(f"{model}: model_type {config.model_type!r} is not supported; supported: {sorted(classes)}")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    lm = classes[model_type].from_pretrained(path, config=config, dtype=dtype or torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    return QwenAudioBackbone(lm, tokenizer, "qwen2_audio" if model_type == "qwen2_audio" else "qwen2_5_omni",
+                             source=model, prompt_order=prompt_order)

@@ -1,0 +1,155 @@
+"""A backbone plus a frame head, its fine-tuning mode, and how both are saved and loaded.
+
+Checkpoint directory (see shared DESIGN.md, "Checkpoints")::
+
+    manifest.json      format version, backbone, head, loss, decoder, frame_s, subframes,
+                       prompt order, feature parameters, finetune mode, MLflow run, git SHA, step
+    model.safetensors  trainable weights: everything (full), LoRA adapters + head (lora),
+                       or the head only (head)
+    training_state.pt  optimizer, scheduler, step (only in training checkpoints; weights_only)
+
+Every consumer reads the manifest and refuses a mismatched one with a clear error.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from framecall.frames.heads import make_head
+from framecall.models.backbone import QwenAudioBackbone, load_backbone
+
+MANIFEST_FORMAT = 1
+MANIFEST = "manifest.json"
+WEIGHTS = "model.safetensors"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint directory that is missing pieces or does not fit what is asked of it."""
+
+
+class FrameModel(nn.Module):
+    """backbone (audio LM) -> frame head. ``forward(batch) -> (scores [B, T], mask [B, T])``."""
+
+    def __init__(self, backbone: QwenAudioBackbone, head: str, subframes: int = 4) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head_type = head
+        self.subframes = subframes
+        self.head = make_head(head, backbone.hidden_size, subframes)
+        self.finetune = "full"
+
+    def forward(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        states, token_mask = self.backbone(batch)  # [B, T_tok, H], [B, T_tok]
+        return self.head(states, token_mask)  # [B, T_tok * S] each
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        sd = self.state_dict()
+        if self.finetune == "full":
+            keep = sd
+        elif self.finetune == "lora":
+            keep = {k: v for k, v in sd.items() if "lora_" in k or k.startswith("head.")}
+        else:
+            keep = {k: v for k, v in sd.items() if k.startswith("head.")}
+        out, seen = {}, set()
+        for k, v in keep.items():
+            if v.data_ptr() in seen:  # tied weights (embeddings = LM head): saved once, restored by the tie
+                continue
+            seen.add(v.data_ptr())
+            out[k] = v.detach().contiguous().cpu()
+        return out
+
+
+def apply_finetune(model: FrameModel, mode: str, lora_r: int = 16, lora_alpha: int = 32,
+                   lora_targets: list[str] | None = None) -> FrameModel:
+    """full: train everything; head: freeze the backbone; lora: peft LoRA on the language
+    model's projections only (a bare ``q_proj`` pattern would also wrap the audio tower)."""
+    model.finetune = mode
+    if mode == "full":
+        return model
+    for p in model.backbone.parameters():
+        p.requires_grad_(False)
+    if mode == "lora":
+        from peft import LoraConfig, inject_adapter_in_model
+
+        targets = "|".join(lora_targets or ["q_proj", "k_proj", "v_proj", "o_proj"])
+        config = LoraConfig(r=lora_r, lora_alpha=lora_alpha, lora_dropout=0.0,
+                            target_modules=rf".*language_model.*\.({targets})$")
+        inject_adapter_in_model(config, model.backbone.model)
+        wrapped = [n for n, _ in model.backbone.model.named_modules() if n.endswith("lora_A")]
+        if not wrapped:
+            raise ValueError(f"LoRA matched no module of the language model for targets {lora_targets}")
+        if any("audio" in n or "visual" in n for n in wrapped):
+            raise AssertionError("LoRA wrapped an encoder module; targets must stay in the language model")
+    return model
+
+
+def write_manifest(ckpt_dir: Path, manifest: dict[str, Any]) -> None:
+    (ckpt_dir / MANIFEST).write_text(json.dumps({"format_version": MANIFEST_FORMAT, **manifest}, indent=2))
+
+
+def read_manifest(ckpt_dir: str | Path) -> dict[str, Any]:
+    path = Path(ckpt_dir) / MANIFEST
+    if not path.is_file():
+        raise CheckpointError(f"{ckpt_dir}: no {MANIFEST} (not a framecall checkpoint)")
+    manifest = json.loads(path.read_text())
+    if manifest.get("format_version") != MANIFEST_FORMAT:
+        raise CheckpointError(f"{path}: format_version {manifest.get('format_version')}, expected {MANIFEST_FORMAT}")
+    return manifest
+
+
+def save_weights(model: FrameModel, ckpt_dir: Path) -> None:
+    save_file(model.trainable_state_dict(), str(ckpt_dir / WEIGHTS))
+
+
+def check_manifest(manifest: dict[str, Any], ckpt_dir: str | Path, expect_head: str | None = None,
+                   expect_subframes: int | None = None) -> None:
+    if expect_head is not None and manifest["head"] != expect_head:
+        raise CheckpointError(f"{ckpt_dir}: checkpoint has a {manifest['head']!r} head, but a {expect_head!r} head "
+                              "was asked for")
+    if expect_subframes is not None and manifest["subframes"] != expect_subframes:
+        raise CheckpointError(f"{ckpt_dir}: checkpoint has {manifest['subframes']} sub-frames, expected {expect_subframes}")
+
+
+def build_frame_model(model_name: str, head: str, subframes: int, finetune: str = "full",
+                      dtype: torch.dtype | None = None, **lora) -> FrameModel:
+    backbone = load_backbone(model_name, dtype=dtype)
+    return apply_finetune(FrameModel(backbone, head, subframes), finetune, **lora)
+
+
+def load_frame_model(ckpt_dir: str | Path, expect_head: str | None = None,
+                     dtype: torch.dtype | None = None) -> tuple[FrameModel, dict[str, Any]]:
+    """Rebuild the model a checkpoint describes and load its weights (safetensors only)."""
+    ckpt_dir = Path(ckpt_dir)
+    manifest = read_manifest(ckpt_dir)
+    check_manifest(manifest, ckpt_dir, expect_head)
+    if not (ckpt_dir / WEIGHTS).is_file():
+        raise CheckpointError(f"{ckpt_dir}: no {WEIGHTS}")
+    lora = manifest.get("lora") or {}
+    model = build_frame_model(manifest["backbone"], manifest["head"], manifest["subframes"], manifest["finetune"],
+                              dtype=dtype, lora_r=lora.get("r", 16), lora_alpha=lora.get("alpha", 32),
+                              lora_targets=lora.get("targets"))
+    state = load_file(str(ckpt_dir / WEIGHTS))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected:
+        raise CheckpointError(f"{ckpt_dir}: weights not in the model: {unexpected[:5]}")
+    absent = sorted(set(model.trainable_state_dict()) & set(missing))
+    if absent:
+        raise CheckpointError(f"{ckpt_dir}: weights missing from the checkpoint: {absent[:5]}")
+    model.eval()
+    return model, manifest
+
+
+@dataclass
+class TrainingState:
+    step: int
+    optimizer: dict
+    scheduler: dict
+    best_metric: float | None
+    evals_without_improvement: int

@@ -1,0 +1,95 @@
+"""Tiny presets of the real architectures: random init, saved once, loaded like a checkpoint.
+
+``tiny-omni``: a Qwen2.5-Omni *thinker* (audio encoder + Qwen2 decoder with M-RoPE; the
+vision tower is present because the class builds one, at minimum size).
+``tiny-qwen2-audio``: Qwen2-Audio (Whisper-style encoder, 30 s windows, Qwen2 decoder).
+
+:func:`ensure_tiny` writes ``config.json``, weights and the offline tokenizer with
+``save_pretrained`` into the framecall cache, then every consumer loads that directory
+through ``from_pretrained``, the same path a real checkpoint takes.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from framecall.cache import cache_dir
+
+TINY_PRESETS = ("tiny-omni", "tiny-qwen2-audio")
+_VERSION = "v1"  # bump when a preset changes: the cache key
+
+
+def _text_kwargs(vocab: int, hidden: int, layers: int, heads: int) -> dict:
+    return dict(vocab_size=vocab, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
+                num_attention_heads=heads, num_key_value_heads=max(1, heads // 2), max_position_embeddings=4096,
+                tie_word_embeddings=True)
+
+
+def build_tiny(name: str, tokenizer, hidden: int = 128, layers: int = 3, heads: int = 4, seed: int = 0):
+    """A randomly initialised tiny model of preset ``name`` (not saved)."""
+    import torch
+
+    torch.manual_seed(seed)
+    ids = tokenizer.convert_tokens_to_ids
+    vocab = len(tokenizer)
+    if name == "tiny-omni":
+        from transformers import Qwen2_5OmniThinkerConfig, Qwen2_5OmniThinkerForConditionalGeneration
+
+        head_dim = hidden // heads
+        # M-RoPE sections (temporal, height, width) must sum to half the head dimension
+        t = head_dim // 2 - 2 * (head_dim // 6)
+        text = _text_kwargs(vocab, hidden, layers, heads) | {
+            "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0,
+                                "mrope_section": [t, head_dim // 6, head_dim // 6]},
+        }
+        config = Qwen2_5OmniThinkerConfig(
+            audio_config=dict(num_mel_bins=128, encoder_layers=2, encoder_attention_heads=4, encoder_ffn_dim=256,
+                              d_model=128, output_dim=hidden, n_window=100, max_source_positions=1500),
+            vision_config=dict(depth=1, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=hidden,
+                               fullatt_block_indexes=[0]),
+            text_config=text,
+            audio_token_index=ids("<|AUDIO|>"), image_token_index=ids("<|IMAGE|>"),
+            video_token_index=ids("<|VIDEO|>"), audio_start_token_id=ids("<|audio_bos|>"),
+            audio_end_token_id=ids("<|audio_eos|>"), vision_start_token_id=ids("<|vision_bos|>"),
+            user_token_id=ids("<|im_start|>"),
+        )
+        return Qwen2_5OmniThinkerForConditionalGeneration(config)
+    if name == "tiny-qwen2-audio":
+        from transformers import Qwen2AudioConfig, Qwen2AudioForConditionalGeneration
+
+        config = Qwen2AudioConfig(
+            audio_config=dict(num_mel_bins=128, encoder_layers=2, encoder_attention_heads=4, encoder_ffn_dim=256,
+                              d_model=128, max_source_positions=1500),
+            text_config=dict(model_type="qwen2", **_text_kwargs(vocab, hidden, layers, heads)),
+            audio_token_index=ids("<|AUDIO|>"),
+        )
+        return Qwen2AudioForConditionalGeneration(config)
+    raise ValueError(f"unknown tiny preset {name!r}; valid: {list(TINY_PRESETS)}")
+
+
+def ensure_tiny(name: str) -> Path:
+    """Directory of preset ``name`` in the cache, built on first use (atomically)."""
+    if name not in TINY_PRESETS:
+        raise ValueError(f"unknown tiny preset {name!r}; valid: {list(TINY_PRESETS)}")
+    target = cache_dir("models") / f"{name}-{_VERSION}"
+    if (target / "config.json").is_file():
+        return target
+    from framecall.models.tokenizer import build_tokenizer
+
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{name}-"))
+    try:
+        tokenizer = build_tokenizer()
+        model = build_tiny(name, tokenizer)
+        model.save_pretrained(str(tmp))
+        tokenizer.save_pretrained(str(tmp))
+        os.rename(tmp, target)
+    except OSError:
+        if not (target / "config.json").is_file():
+            raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target

@@ -1,0 +1,1 @@
+"""Training: configs, the per-worker loop, checkpoints, MLflow tracking, evaluation."""

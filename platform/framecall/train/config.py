@@ -1,0 +1,164 @@
+"""Typed configs of the frame-head training jobs (``jobs/train_*.py``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from framecall.frames.decoding import DECODERS, POISSON_ONLY
+from framecall.frames.losses import FRAME_LOSSES, HEAD_OF_LOSS
+
+
+@dataclass
+class DataSection:
+    """Where the shards are, and the synthetic corpus made when they are missing."""
+
+    data_dir: str = "runs/data/words_all_2k"
+    """Shard directory (``--data``). Relative paths resolve against the working directory."""
+    make_if_missing: bool = True
+    """If ``data_dir`` has no shards, make a synthetic corpus there (tiny default)."""
+    synth_task: str = "words_all"
+    synth_num: int = 2000
+    synth_seed: int = 0
+    synth_max_seconds: float = 5.0
+    train_split: str = "train"
+    val_split: str = "val"
+    test_split: str = "test"
+    bad_rows: str = "fail"
+    """fail | skip (see framecall.data.pipeline)."""
+    cache_features: bool = True
+    """Materialize the featurized splits once (small corpora); False streams every epoch."""
+
+    def __post_init__(self) -> None:
+        if self.bad_rows not in ("fail", "skip"):
+            raise ValueError(f"data.bad_rows must be 'fail' or 'skip', got {self.bad_rows!r}")
+
+
+@dataclass
+class ModelSection:
+    name: str = "tiny-omni"
+    """tiny-omni | tiny-qwen2-audio | a local checkpoint directory | a hub id."""
+    subframes: int = 4
+    """Sub-frames per 40 ms audio token (4 = 10 ms resolution)."""
+    finetune: str = "full"
+    """full | lora | head (backbone frozen)."""
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_targets: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    """Projection names; only those inside the language model are wrapped (not the audio tower)."""
+    dtype: str = "auto"
+    """auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16."""
+    gradient_checkpointing: bool = False
+
+    def __post_init__(self) -> None:
+        if self.finetune not in ("full", "lora", "head"):
+            raise ValueError(f"model.finetune must be full, lora or head, got {self.finetune!r}")
+        if self.subframes < 1:
+            raise ValueError("model.subframes must be >= 1")
+        if self.dtype not in ("auto", "float32", "bfloat16"):
+            raise ValueError(f"model.dtype must be auto, float32 or bfloat16, got {self.dtype!r}")
+
+
+@dataclass
+class TrainSection:
+    loss: str = "poisson"
+    """A frame loss by name: poisson | poisson_conditional | binary."""
+    loss_options: dict[str, Any] = field(default_factory=dict)
+    """Extra keyword arguments of the loss (e.g. pos_weight_scale for binary)."""
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    warmup_steps: int = 100
+    batch_size: int = 16
+    """Per worker."""
+    max_steps: int = 2500
+    grad_clip: float = 1.0
+    eval_every: int = 250
+    eval_max_items: int = 200
+    """Validation items per evaluation (all ranks together)."""
+    patience: int = 0
+    """Stop after this many evaluations without improvement (0: never stop early)."""
+    select_metric: str = "auto"
+    """Metric that picks the best checkpoint: auto = acc@20ms for words tasks, acc@40ms otherwise."""
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.loss not in FRAME_LOSSES:
+            raise ValueError(f"train.loss {self.loss!r} is not a frame loss; valid: {sorted(FRAME_LOSSES)}")
+        for name in ("lr", "max_steps", "batch_size", "eval_every"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"train.{name} must be > 0, got {getattr(self, name)}")
+
+
+@dataclass
+class EvalSection:
+    decoders: list[str] = field(default_factory=lambda: ["topn_nms", "posterior_mode", "posterior_median"])
+    """Decoders to report (Poisson-only ones are skipped for a binary head)."""
+    default_decoder: str = "topn_nms"
+    """Written into the checkpoint manifest; Serve and evaluate use it unless told otherwise."""
+    nms_min_separation: int = 3
+    """Sub-frames suppressed on each side of a picked peak."""
+    figures: int = 3
+    """Held-out items drawn (spectrogram + curve + marks) per evaluation."""
+
+    def __post_init__(self) -> None:
+        for d in [*self.decoders, self.default_decoder]:
+            if d not in DECODERS:
+                raise ValueError(f"unknown decoder {d!r}; valid: {sorted(DECODERS)}")
+
+
+@dataclass
+class RaySection:
+    num_workers: int = 1
+    """Ray Train workers. 1 measured faster than 2 on the 2-core default machine (BENCHMARKS.md)."""
+    cpus_per_worker: float = 1.0
+    use_gpu: str = "auto"
+    """auto (if the cluster has GPUs) | true | false."""
+    strategy: str = "ddp"
+    """ddp | fsdp."""
+    max_failures: int = 0
+    """Worker-group restarts Ray Train may do (FailureConfig)."""
+    keep_checkpoints: int = 2
+    """Best K checkpoints kept by the selection metric."""
+    address: str | None = None
+    """Ray cluster address; None = connect to a running cluster or start a local one."""
+
+    def __post_init__(self) -> None:
+        if self.num_workers < 1:
+            raise ValueError("ray.num_workers must be >= 1")
+        if self.strategy not in ("ddp", "fsdp"):
+            raise ValueError(f"ray.strategy must be ddp or fsdp, got {self.strategy!r}")
+        if self.use_gpu not in ("auto", "true", "false"):
+            raise ValueError(f"ray.use_gpu must be auto, true or false, got {self.use_gpu!r}")
+
+
+@dataclass
+class MlflowSection:
+    tracking_uri: str | None = None
+    """None: sqlite at <output>/mlflow.db (absolute). Any MLflow URI otherwise."""
+    experiment: str = "framecall"
+    run_name: str | None = None
+
+
+@dataclass
+class TrainJobConfig:
+    """Everything a frame-head training run needs. YAML keys mirror the sections."""
+
+    output: str = "runs/train_poisson"
+    """Where checkpoints, Ray results, the MLflow store and the final table go (``--output``)."""
+    resume: bool = False
+    """Continue from the latest checkpoint in ``output`` (same MLflow run, right global step)."""
+    data: DataSection = field(default_factory=DataSection)
+    model: ModelSection = field(default_factory=ModelSection)
+    train: TrainSection = field(default_factory=TrainSection)
+    eval: EvalSection = field(default_factory=EvalSection)
+    ray: RaySection = field(default_factory=RaySection)
+    mlflow: MlflowSection = field(default_factory=MlflowSection)
+
+    @property
+    def head(self) -> str:
+        return HEAD_OF_LOSS[self.train.loss]
+
+    def __post_init__(self) -> None:
+        if self.head == "binary" and self.eval.default_decoder in POISSON_ONLY:
+            raise ValueError(f"eval.default_decoder {self.eval.default_decoder!r} needs a Poisson head; "
+                             "use topk or topn_nms with the binary loss")

@@ -1,0 +1,43 @@
+"""Evaluate a frame-model checkpoint on a shard split: per decoder, per task, Table 2 layout."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from framecall.audio.features import FeatureParams
+from framecall.data.collate import FrameCollator
+from framecall.data.pipeline import PipelineConfig, iterate_rows_locally
+from framecall.frames.units import FrameGrid
+from framecall.models.frame_model import load_frame_model
+from framecall.train.evaluation import predict_batch, results_table, score_records, usable_decoders
+
+
+def evaluate_checkpoint(ckpt_dir: str | Path, data_dir: str | Path, split: str | None = "test",
+                        decoders: Sequence[str] | None = None, batch_size: int = 16, title: str | None = None,
+                        max_items: int | None = None, expect_head: str | None = None):
+    """-> (scores {decoder: {task: summary}}, markdown table, records)."""
+    model, manifest = load_frame_model(ckpt_dir, expect_head=expect_head)
+    head = manifest["head"]
+    decoders = usable_decoders(decoders or [manifest["default_decoder"]], head)
+    grid = FrameGrid(manifest["frame_s"], manifest["subframes"])
+    collate = FrameCollator(grid=grid, tokens_for_frames=model.backbone.tokens_for_frames)
+    pipe = PipelineConfig(features=FeatureParams(**manifest["features"]), batch_size=batch_size)
+    records = []
+    with torch.no_grad():
+        for table in iterate_rows_locally(data_dir, pipe, split=split):
+            if table.num_rows == 0:
+                continue
+            batch = collate(table.to_pydict())
+            records.extend(predict_batch(model, batch, decoders, grid, head, manifest.get("nms_min_separation", 3)))
+            if max_items is not None and len(records) >= max_items:
+                break
+    if not records:
+        raise ValueError(f"{data_dir}: no rows in split {split!r}")
+    scores = score_records(records, decoders)
+    table = results_table(scores, title or f"{Path(ckpt_dir).name}: {split} split, {len(records)} items")
+    return scores, table, records
+
+

@@ -1,0 +1,188 @@
+"""Driver side of a frame-head training job: checks, data, MLflow run, TorchTrainer, test table.
+
+``fit(cfg)`` is what ``jobs/train_poisson.py`` and ``jobs/train_binary.py`` call. Every
+input error (unknown model, data directory without shards, a resume checkpoint of another
+head type, unknown config keys) is raised here, before any worker starts.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from framecall.config import to_dict
+from framecall.data.pipeline import PipelineConfig, build_dataset
+from framecall.data.shards import list_shards, manifest_checksum, read_manifest as read_data_manifest
+from framecall.frames.losses import HEAD_OF_LOSS
+from framecall.models.backbone import resolve_model_path
+from framecall.models.frame_model import CheckpointError, check_manifest, read_manifest
+from framecall.train import tracking
+from framecall.train.config import TrainJobConfig
+from framecall.train.evaluation import select_metric_name
+
+
+@dataclass
+class FitResult:
+    output: Path
+    best_checkpoint: Path
+    run_id: str
+    tracking_uri: str
+    test_scores: dict
+    table: str
+    wall_s: float
+
+
+def ensure_data(cfg: TrainJobConfig) -> Path:
+    data_dir = Path(cfg.data.data_dir).resolve()
+    try:
+        list_shards(data_dir)
+        return data_dir
+    except FileNotFoundError:
+        if not cfg.data.make_if_missing:
+            raise
+    from framecall.data.shards import ShardWriter
+    from framecall.data.synthetic import SynthConfig, generate
+
+    synth = SynthConfig(task=cfg.data.synth_task, num=cfg.data.synth_num, seed=cfg.data.synth_seed,
+                        max_seconds=cfg.data.synth_max_seconds)
+    print(f"[framecall] no shards in {data_dir}: making {synth.num} synthetic '{synth.task}' items")
+    with ShardWriter(data_dir, params={"synth": to_dict(synth)}) as writer:
+        writer.write_all(generate(synth))
+    return data_dir
+
+
+def latest_checkpoint(output: Path) -> Path | None:
+    """The checkpoint with the highest global step under ``output/ray``."""
+    best, best_step = None, -1
+    for manifest in (output / "ray").glob("**/manifest.json"):
+        try:
+            step = json.loads(manifest.read_text()).get("global_step", -1)
+        except ValueError:
+            continue
+        if step > best_step:
+            best, best_step = manifest.parent, step
+    return best
+
+
+def _use_gpu(setting: str) -> bool:
+    import ray
+
+    if setting == "true":
+        return True
+    if setting == "false":
+        return False
+    return ray.cluster_resources().get("GPU", 0) > 0
+
+
+def fit(cfg: TrainJobConfig) -> FitResult:
+    import ray
+    import ray.train
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from framecall.train.loop import train_loop_per_worker
+
+    t0 = time.time()
+    output = Path(cfg.output).resolve()
+    output.mkdir(parents=True, exist_ok=True)
+    resolve_model_path(cfg.model.name)  # unknown model: fail before anything starts
+    resume_from = None
+    run_id = None
+    if cfg.resume:
+        resume_from = latest_checkpoint(output)
+        if resume_from is None:
+            raise CheckpointError(f"--resume: no checkpoint under {output / 'ray'}")
+        manifest = read_manifest(resume_from)
+        check_manifest(manifest, resume_from, expect_head=cfg.head, expect_subframes=cfg.model.subframes)
+        run_id = manifest.get("mlflow_run_id")
+        print(f"[framecall] resuming from {resume_from} at step {manifest['global_step']}")
+    data_dir = ensure_data(cfg)
+    data_manifest = read_data_manifest(data_dir)
+    tasks = sorted(data_manifest.get("counts", {}))
+    select_metric = select_metric_name(tasks, cfg.train.select_metric)
+
+    if not ray.is_initialized():
+        ray.init(address=cfg.ray.address, include_dashboard=False, configure_logging=False)
+    use_gpu = _use_gpu(cfg.ray.use_gpu)
+
+    from framecall.models.backbone import load_backbone
+
+    backbone = load_backbone(cfg.model.name)  # feature parameters belong to the adapter
+    features = backbone.feature_params
+    frame_s, model_type, prompt_order = backbone.frame_s, backbone.model_type, backbone.prompt_order
+    del backbone
+    pipe = PipelineConfig(bad_rows=cfg.data.bad_rows, features=features, num_cpus=0.5,
+                          max_seconds=30.0 if model_type == "qwen2_audio" else 600.0)
+    datasets = {}
+    for name, split in (("train", cfg.data.train_split), ("val", cfg.data.val_split)):
+        ds = build_dataset(data_dir, pipe, split=split).dataset
+        ds.context.enable_progress_bars = False  # one line per epoch in the logs is enough
+        datasets[name] = ds.materialize() if cfg.data.cache_features else ds
+        datasets[name].context.enable_progress_bars = False
+        if datasets[name].count() == 0:
+            raise ValueError(f"{data_dir}: split {split!r} has no rows; splits present: {data_manifest.get('counts')}")
+
+    tracking_uri = cfg.mlflow.tracking_uri or tracking.default_tracking_uri(output)
+    provenance = {"git_sha": tracking.git_sha(), "data_manifest_sha256": manifest_checksum(data_dir),
+                  "data_dir": str(data_dir), **{f"version.{k}": v for k, v in tracking.package_versions().items()}}
+    if run_id is None:
+        run_id = tracking.start_run(
+            tracking_uri, cfg.mlflow.experiment, output / "mlartifacts", cfg.mlflow.run_name,
+            params={**to_dict(cfg), "provenance": provenance, "seed": cfg.train.seed},
+            tags={"framecall.head": cfg.head, "framecall.loss": cfg.train.loss, "framecall.tasks": ",".join(tasks),
+                  "framecall.model": cfg.model.name},
+        )
+    base_manifest = {
+        "backbone": cfg.model.name, "model_type": model_type, "head": HEAD_OF_LOSS[cfg.train.loss],
+        "loss": cfg.train.loss, "default_decoder": cfg.eval.default_decoder, "frame_s": frame_s,
+        "subframes": cfg.model.subframes, "prompt_order": prompt_order, "features": features.to_dict(),
+        "finetune": cfg.model.finetune,
+        "lora": {"r": cfg.model.lora_r, "alpha": cfg.model.lora_alpha, "targets": cfg.model.lora_targets}
+        if cfg.model.finetune == "lora" else None,
+        "mlflow_run_id": run_id, "mlflow_tracking_uri": tracking_uri, "git_sha": provenance["git_sha"],
+        "data_manifest_sha256": provenance["data_manifest_sha256"], "nms_min_separation": cfg.eval.nms_min_separation,
+    }
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"job": to_dict(cfg), "mlflow_run_id": run_id, "tracking_uri": tracking_uri,
+                           "manifest": base_manifest, "select_metric": select_metric, "tasks": tasks},
+        scaling_config=ScalingConfig(num_workers=cfg.ray.num_workers, use_gpu=use_gpu,
+                                     resources_per_worker={"CPU": cfg.ray.cpus_per_worker}),
+        run_config=RunConfig(
+            name=f"run-{int(time.time())}", storage_path=str(output / "ray"),
+            checkpoint_config=CheckpointConfig(num_to_keep=cfg.ray.keep_checkpoints,
+                                               checkpoint_score_attribute="select_metric",
+                                               checkpoint_score_order="max"),
+            failure_config=FailureConfig(max_failures=cfg.ray.max_failures),
+        ),
+        datasets=datasets,
+        resume_from_checkpoint=ray.train.Checkpoint.from_directory(str(resume_from)) if resume_from else None,
+    )
+    result = trainer.fit()
+    best = max(result.best_checkpoints, key=lambda cm: cm[1]["select_metric"])[0] if result.best_checkpoints \
+        else result.checkpoint
+    best_dir = output / "best"
+    if best_dir.exists():
+        shutil.rmtree(best_dir)
+    shutil.copytree(best.path, best_dir, ignore=shutil.ignore_patterns("training_state.pt"))
+
+    from framecall.train.evaluate import evaluate_checkpoint
+
+    scores, table, _ = evaluate_checkpoint(best_dir, data_dir, split=cfg.data.test_split,
+                                           decoders=cfg.eval.decoders, title=f"{cfg.train.loss} on {', '.join(tasks)} "
+                                           f"({cfg.data.test_split} split)")
+    logger = tracking.RunLogger(tracking_uri, run_id)
+    from framecall.train.evaluation import flat_metrics
+
+    logger.metrics({k.replace("test_", "test/"): v for k, v in flat_metrics(scores, "test").items()},
+                   step=int(read_manifest(best_dir)["global_step"]))
+    logger.text(table, "test_table.md")
+    logger.artifacts(best_dir, "checkpoint")
+    logger.finish()
+    (output / "test_table.md").write_text(table + "\n")
+    (output / "test_metrics.json").write_text(json.dumps(scores, indent=2))
+    return FitResult(output, best_dir, run_id, tracking_uri, scores, table, time.time() - t0)
