@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install test data bench clean
+.PHONY: install test train data bench clean
 
 install: $(VENV)/.installed
 
@@ -17,6 +17,9 @@ $(VENV)/.installed: pyproject.toml
 
 test: install
 	$(PY) -m pytest -q
+
+train: install
+	$(PY) jobs/train_poisson.py --output runs/train_poisson
 
 data: install
 	$(PY) jobs/make_data.py --task words_all --num 200 --output runs/data/words_all

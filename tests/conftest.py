@@ -39,3 +39,23 @@ def words_all_dir(tmp_path_factory):
     with ShardWriter(out, rows_per_shard=16) as w:
         w.write_all(generate(cfg))
     return out
+
+
+@pytest.fixture(scope="session")
+def mlflow_uri(tmp_path_factory):
+    """One SQLite MLflow store per session (each fresh store costs seconds of migrations)."""
+    return f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+
+
+@pytest.fixture(scope="session")
+def tiny_words_all(tmp_path_factory):
+    """A small words_all corpus for training tests (train/val/test splits all present)."""
+    from framecall.data.shards import ShardWriter
+    from framecall.data.synthetic import SynthConfig, generate
+
+    out = tmp_path_factory.mktemp("tiny_words_all")
+    cfg = SynthConfig(task="words_all", num=24, seed=5, max_seconds=3.0,
+                      splits={"train": 0.5, "val": 0.25, "test": 0.25})
+    with ShardWriter(out, rows_per_shard=12) as w:
+        w.write_all(generate(cfg))
+    return out

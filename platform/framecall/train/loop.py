@@ -93,7 +93,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg.train.warmup_steps, cfg.train.max_steps))
     step, best, stale = 0, None, 0
 
+    # a restart after a worker failure (FailureConfig) restores Ray's latest checkpoint;
+    # --resume hands the job's latest checkpoint directory in the config
     resumed = ray.train.get_checkpoint()
+    if resumed is None and config.get("resume_from"):
+        resumed = ray.train.Checkpoint.from_directory(config["resume_from"])
     if resumed is not None:
         from safetensors.torch import load_file
 

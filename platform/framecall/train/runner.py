@@ -149,7 +149,9 @@ def fit(cfg: TrainJobConfig) -> FitResult:
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"job": to_dict(cfg), "mlflow_run_id": run_id, "tracking_uri": tracking_uri,
-                           "manifest": base_manifest, "select_metric": select_metric, "tasks": tasks},
+                           "manifest": base_manifest, "select_metric": select_metric, "tasks": tasks,
+                           # Train V2 deprecates resume_from_checkpoint: the loop loads this itself
+                           "resume_from": str(resume_from) if resume_from else None},
         scaling_config=ScalingConfig(num_workers=cfg.ray.num_workers, use_gpu=use_gpu,
                                      resources_per_worker={"CPU": cfg.ray.cpus_per_worker}),
         run_config=RunConfig(
@@ -160,7 +162,6 @@ def fit(cfg: TrainJobConfig) -> FitResult:
             failure_config=FailureConfig(max_failures=cfg.ray.max_failures),
         ),
         datasets=datasets,
-        resume_from_checkpoint=ray.train.Checkpoint.from_directory(str(resume_from)) if resume_from else None,
     )
     result = trainer.fit()
     best = max(result.best_checkpoints, key=lambda cm: cm[1]["select_metric"])[0] if result.best_checkpoints \
