@@ -118,6 +118,11 @@ def _build(cls: type[T], data: Mapping[str, Any], path: str) -> T:
         raise ConfigError(f"{path or cls.__name__}: {e}") from e
 
 
+def from_dict(cls: type[T], data: Mapping[str, Any]) -> T:
+    """Rebuild a config from :func:`to_dict` output (e.g. inside a Ray worker), with checks."""
+    return _build(cls, data, "")
+
+
 def to_dict(config: Any) -> dict[str, Any]:
     """Plain dict (tuples as lists) for YAML, MLflow params and manifests."""
 

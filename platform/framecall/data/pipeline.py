@@ -11,7 +11,6 @@ actor, so the driver can report every skipped id (:meth:`SkipReport`).
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
 from dataclasses import dataclass, field
@@ -262,7 +261,3 @@ def iterate_rows_locally(data_dir: str | Path, cfg: PipelineConfig | None = None
                 table = pa.Table.from_batches([batch])
                 table = table.append_column("path", pa.array([str(Path(path).resolve())] * table.num_rows))
                 yield featurize_batch(table, cfg, split)
-
-
-def meta_of(column_value: Any) -> dict[str, Any]:
-    return json.loads(column_value)

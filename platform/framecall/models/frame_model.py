@@ -14,7 +14,6 @@ Every consumer reads the manifest and refuses a mismatched one with a clear erro
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -144,12 +143,3 @@ def load_frame_model(ckpt_dir: str | Path, expect_head: str | None = None,
         raise CheckpointError(f"{ckpt_dir}: weights missing from the checkpoint: {absent[:5]}")
     model.eval()
     return model, manifest
-
-
-@dataclass
-class TrainingState:
-    step: int
-    optimizer: dict
-    scheduler: dict
-    best_metric: float | None
-    evals_without_improvement: int

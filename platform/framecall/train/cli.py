@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 from framecall.config import ConfigError, build_config
@@ -62,10 +61,3 @@ def evaluate_main(argv: list[str] | None = None, doc: str = "") -> None:
     print(table)
     if args.output_json:
         Path(args.output_json).write_text(json.dumps(scores, indent=2))
-
-
-def jobs_path_setup() -> None:
-    """Let a job run from a fresh clone without ``pip install -e .``."""
-    root = Path(__file__).resolve().parents[3] / "platform"
-    if str(root) not in sys.path:
-        sys.path.insert(0, str(root))

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from framecall.config import _build  # noqa: PLC2701 (same package family: typed rebuild of the dict)
+from framecall.config import from_dict
 from framecall.data.collate import FrameCollator
 from framecall.frames.losses import get_frame_loss
 from framecall.frames.units import FrameGrid
@@ -73,7 +73,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     import ray.train
     import ray.train.torch
 
-    cfg: TrainJobConfig = _build(TrainJobConfig, config["job"], "")
+    cfg: TrainJobConfig = from_dict(TrainJobConfig, config["job"])
     run_id, tracking_uri, base_manifest = config["mlflow_run_id"], config["tracking_uri"], config["manifest"]
     select_metric, tasks = config["select_metric"], config["tasks"]
     ctx = ray.train.get_context()

@@ -8,7 +8,6 @@ sqlite:///ABS/runs/.../mlflow.db``.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import subprocess
 from pathlib import Path
@@ -110,11 +109,3 @@ class RunLogger:
 
     def finish(self, status: str = "FINISHED") -> None:
         self.client.set_terminated(self.run_id, status)
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
