@@ -22,7 +22,8 @@ def ray_session():
 
     if not ray.is_initialized():
         # more logical CPUs than cores: Train workers and Data tasks must not starve each other
-        ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, configure_logging=False,
+        # address="local": a fresh instance even when a Ray head is already running here
+        ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False, configure_logging=False,
                  runtime_env={"env_vars": {"PYTHONPATH": str(ROOT / "platform")}})
     yield ray
     ray.shutdown()
