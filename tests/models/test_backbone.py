@@ -88,3 +88,25 @@ def test_checkpoint_roundtrip_and_head_mismatch(rows, tmp_path):
         load_frame_model(tmp_path, expect_head="binary")
     with pytest.raises(CheckpointError, match="no manifest.json"):
         load_frame_model(tmp_path / "nothing")
+
+
+def test_lora_checkpoint_roundtrip(rows, tmp_path):
+    """A LoRA checkpoint stores adapters + head only and reloads to the same outputs."""
+    bb = load_backbone("tiny-omni")
+    model = apply_finetune(FrameModel(bb, "poisson"), "lora", lora_r=4, lora_alpha=8).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.05)  # LoRA B starts at zero: make the adapters matter
+    save_weights(model, tmp_path)
+    write_manifest(tmp_path, {"backbone": "tiny-omni", "head": "poisson", "subframes": 4, "finetune": "lora",
+                              "default_decoder": "topn_nms", "frame_s": 0.04, "features": {},
+                              "lora": {"r": 4, "alpha": 8, "targets": ["q_proj", "k_proj", "v_proj", "o_proj"]}})
+    from safetensors.torch import load_file
+
+    saved = load_file(str(tmp_path / "model.safetensors"))
+    assert saved and all("lora_" in k or k.startswith("head.") for k in saved)
+    loaded, _ = load_frame_model(tmp_path)
+    batch = _batch(rows, bb)
+    with torch.no_grad():
+        assert torch.allclose(model(batch)[0], loaded(batch)[0], atol=1e-5)
