@@ -210,7 +210,6 @@ class ShardDataset:
     """
 
     def __init__(self, data_dir: str | Path, cfg: PipelineConfig | None = None, split: str | None = None):
-        import ray
 
         self.cfg = cfg or PipelineConfig()
         self.data_dir = Path(data_dir)

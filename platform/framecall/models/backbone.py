@@ -47,6 +47,42 @@ def resolve_model_path(model: str) -> str:
     return model  # a hub id: from_pretrained fetches it where the machine can reach a hub
 
 
+SUPPORTED_MODEL_TYPES = ("qwen2_5_omni_thinker", "qwen2_audio")
+
+
+def feature_params_for(model_type: str, num_mel_bins: int) -> FeatureParams:
+    """Qwen2-Audio's encoder needs exactly 30 s (3000 mel frames); the Omni thinker does not."""
+    return FeatureParams(num_mel_bins=num_mel_bins, pad_to_seconds=30.0 if model_type == "qwen2_audio" else None)
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """What the data pipeline and the manifest need, read from config.json alone."""
+
+    model_type: str  # "qwen2_5_omni" | "qwen2_audio"
+    feature_params: FeatureParams
+    frame_s: float = FRAME_S
+
+
+def _load_config(path: str):
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(path)
+    if config.model_type == "qwen2_5_omni":  # a full Omni checkpoint: its thinker
+        config = config.thinker_config
+    if config.model_type not in SUPPORTED_MODEL_TYPES:
+        raise BackboneError(f"{path}: model_type {config.model_type!r} is not supported; "
+                            f"supported: {list(SUPPORTED_MODEL_TYPES)}")
+    return config
+
+
+def backbone_spec(model: str) -> BackboneSpec:
+    """Feature parameters and frame rate of ``model`` without loading its weights."""
+    config = _load_config(resolve_model_path(model))
+    kind = "qwen2_audio" if config.model_type == "qwen2_audio" else "qwen2_5_omni"
+    return BackboneSpec(kind, feature_params_for(kind, int(config.audio_config.num_mel_bins)))
+
+
 @dataclass
 class AudioBatchInputs:
     input_ids: torch.Tensor  # [B, L]
@@ -76,16 +112,12 @@ class QwenAudioBackbone(nn.Module):
         self.audio_token_id = int(getattr(model.config, "audio_token_id", None)
                                   or getattr(model.config, "audio_token_index"))
         self.frame_s = FRAME_S
-        pad = 30.0 if model_type == "qwen2_audio" else None
-        self.feature_params = FeatureParams(num_mel_bins=int(self._audio_config().num_mel_bins), pad_to_seconds=pad)
+        self.feature_params = feature_params_for(model_type, int(model.config.audio_config.num_mel_bins))
 
     @property
     def inner(self) -> nn.Module:
         """The decoder stack without the LM head (peft injects LoRA layers in place)."""
         return self.model.model
-
-    def _audio_config(self):
-        return self.model.config.audio_config
 
     @property
     def max_audio_seconds(self) -> float | None:
@@ -144,24 +176,16 @@ class QwenAudioBackbone(nn.Module):
 def load_backbone(model: str, dtype: torch.dtype | None = None,
                   prompt_order: PromptOrder = "question_first") -> QwenAudioBackbone:
     """Load ``model`` (a tiny preset, a local checkpoint or a hub id) through from_pretrained."""
-    from transformers import AutoConfig, AutoTokenizer, Qwen2_5OmniThinkerForConditionalGeneration, \
+    from transformers import AutoTokenizer, Qwen2_5OmniThinkerForConditionalGeneration, \
         Qwen2AudioForConditionalGeneration
-
-    path = resolve_model_path(model)
-    config = AutoConfig.from_pretrained(path)
-    classes = {
-        "qwen2_5_omni_thinker": Qwen2_5OmniThinkerForConditionalGeneration,
-        "qwen2_audio": Qwen2AudioForConditionalGeneration,
-    }
-    model_type = config.model_type
-    if model_type == "qwen2_5_omni":  # a full Omni checkpoint: load its thinker
-        config, model_type = config.thinker_config, "qwen2_5_omni_thinker"
-    if model_type not in classes:
-        raise BackboneError(f"{model}: model_type {config.model_type!r} is not supported; supported: {sorted(classes)}")
     from transformers.utils import logging as hf_logging
 
+    path = resolve_model_path(model)
+    config = _load_config(path)
+    classes = {"qwen2_5_omni_thinker": Qwen2_5OmniThinkerForConditionalGeneration,
+               "qwen2_audio": Qwen2AudioForConditionalGeneration}
     hf_logging.disable_progress_bar()
-    lm = classes[model_type].from_pretrained(path, config=config, dtype=dtype or torch.float32)
+    lm = classes[config.model_type].from_pretrained(path, config=config, dtype=dtype or torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(path)
-    return QwenAudioBackbone(lm, tokenizer, "qwen2_audio" if model_type == "qwen2_audio" else "qwen2_5_omni",
-                             source=model, prompt_order=prompt_order)
+    kind = "qwen2_audio" if config.model_type == "qwen2_audio" else "qwen2_5_omni"
+    return QwenAudioBackbone(lm, tokenizer, kind, source=model, prompt_order=prompt_order)

@@ -87,6 +87,5 @@ def flat_metrics(scores: dict[str, dict[str, dict[str, float]]], prefix: str) ->
         for metric, v in by_task["all"].items():
             if metric in ("items", "events"):
                 continue
-            key = metric.replace("@", "").replace("ms", "ms")
-            flat[f"{prefix}_{decoder}_{key}"] = float(v) if np.isfinite(v) else -1.0
+            flat[f"{prefix}_{decoder}_{metric.replace('@', '')}"] = float(v) if np.isfinite(v) else -1.0
     return flat

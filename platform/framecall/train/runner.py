@@ -12,13 +12,12 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from framecall.config import to_dict
 from framecall.data.pipeline import PipelineConfig, build_dataset
 from framecall.data.shards import list_shards, manifest_checksum, read_manifest as read_data_manifest
 from framecall.frames.losses import HEAD_OF_LOSS
-from framecall.models.backbone import resolve_model_path
+from framecall.models.backbone import backbone_spec, resolve_model_path
 from framecall.models.frame_model import CheckpointError, check_manifest, read_manifest
 from framecall.train import tracking
 from framecall.train.config import TrainJobConfig
@@ -109,12 +108,9 @@ def fit(cfg: TrainJobConfig) -> FitResult:
         ray.init(address=cfg.ray.address, include_dashboard=False, configure_logging=False)
     use_gpu = _use_gpu(cfg.ray.use_gpu)
 
-    from framecall.models.backbone import load_backbone
-
-    backbone = load_backbone(cfg.model.name)  # feature parameters belong to the adapter
-    features = backbone.feature_params
-    frame_s, model_type, prompt_order = backbone.frame_s, backbone.model_type, backbone.prompt_order
-    del backbone
+    spec = backbone_spec(cfg.model.name)  # feature parameters belong to the adapter; no weights loaded
+    features, frame_s, model_type = spec.feature_params, spec.frame_s, spec.model_type
+    prompt_order = "question_first"  # frame heads: the question conditions the audio states
     pipe = PipelineConfig(bad_rows=cfg.data.bad_rows, features=features, num_cpus=0.5,
                           max_seconds=30.0 if model_type == "qwen2_audio" else 600.0)
     datasets = {}
