@@ -180,11 +180,12 @@ def featurize_batch(
         try:
             feats, frames = _decode_row(row, where, cfg)
         except (AudioError, ShardSchemaError) as e:
-            reason = getattr(e, "reason", "schema")
+            located = describe_row(path, row.get("id"))  # error path only: reads the id column
             if cfg.bad_rows == "fail":
-                raise BadRowError(f"bad row {describe_row(path, row.get('id'))}: {e}") from e
-            log.warning("skipping %s: %s", describe_row(path, row.get("id")), e)
-            skipped.append({"shard": path, "id": str(row.get("id")), "reason": reason, "detail": str(e)})
+                raise BadRowError(f"bad row {located}: {e}") from e
+            log.warning("skipping %s: %s", located, e)
+            skipped.append({"shard": path, "id": str(row.get("id")), "row": located,
+                            "reason": getattr(e, "reason", "schema"), "detail": str(e)})
             continue
         for k in OUTPUT_COLUMNS:
             out[k].append(row[k])
