@@ -1,6 +1,6 @@
 """Evaluate a frame-model checkpoint: acc@20/40/100 ms, MAD and count error per decoder.
 
-    python jobs/evaluate.py --checkpoint runs/train_poisson/best --data runs/data/words_all_2k \
+    python jobs/evaluate.py --checkpoint runs/train_poisson/best --data runs/data/words_all_8k \
         --output-json runs/eval.json [--split test --decoders topn_nms,posterior_mode]
 """
 
