@@ -32,6 +32,11 @@ def train_main(loss: str, argv: list[str] | None = None, doc: str = "") -> None:
         p.error(str(e))
     if cfg.head != {"poisson": "poisson", "poisson_conditional": "poisson", "binary": "binary"}[loss]:
         p.error(f"train.loss={cfg.train.loss} does not fit this job ({loss})")
+    from framecall.config import load_yaml
+
+    if args.output is None and "output" not in (load_yaml(args.config) if args.config else {}) \
+            and not any(o.startswith("output=") for o in args.overrides):
+        cfg.output = f"runs/train_{loss}"  # each job its own default directory
     from framecall.train.runner import fit
 
     result = fit(cfg)
