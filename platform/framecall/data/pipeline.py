@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from framecall.audio.features import FeatureParams, log_mel
-from framecall.audio.io import AudioError, decode_audio, validate_samples
+from framecall.audio.io import AudioError, decode_audio
 from framecall.data.schema import ShardSchemaError, check_row, check_schema
 from framecall.data.shards import list_shards
 
@@ -78,7 +78,7 @@ def _read_parquet_in_small_units(paths: list[str], unit_mb: int):
 
     Ray 2.60's V2 parquet reader bin-packs row groups into units of
     ``RAY_DATA_PARQUET_BIN_PACKING_BYTES`` (read once, when the read is planned) and
-    ignores ``override_num_blocks``; we set it for this call only.
+    ignores ``override_num_blocks``, so we set the variable for this call only.
     """
     import os
 
@@ -88,7 +88,7 @@ def _read_parquet_in_small_units(paths: list[str], unit_mb: int):
     old = os.environ.get(key)
     os.environ[key] = str(unit_mb * 2**20)
     try:
-        return ray.data.read_parquet(paths, include_paths=True, override_num_blocks=len(paths))
+        return ray.data.read_parquet(paths, include_paths=True)
     finally:
         if old is None:
             os.environ.pop(key, None)
@@ -140,8 +140,8 @@ def _decode_row(row: dict[str, Any], where: str, cfg: PipelineConfig) -> tuple[n
     sources = [(c["audio"], f"{where} clip {i}") for i, c in enumerate(clips)] if clips else [(row["audio"], where)]
     feats, frames = [], []
     for audio, src in sources:
-        samples, sr = decode_audio(audio, src, target_sr=cfg.features.sample_rate, max_seconds=cfg.max_seconds)
-        validate_samples(samples, sr, src, cfg.max_seconds)
+        # decode_audio validates (empty, NaN/inf, length, channels) before resampling
+        samples, _ = decode_audio(audio, src, target_sr=cfg.features.sample_rate, max_seconds=cfg.max_seconds)
         f = log_mel(samples, cfg.features)
         feats.append(f)
         frames.append(f.shape[1])

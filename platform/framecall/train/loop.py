@@ -20,7 +20,7 @@ from framecall.config import from_dict
 from framecall.data.collate import FrameCollator
 from framecall.frames.losses import get_frame_loss
 from framecall.frames.units import FrameGrid
-from framecall.models.frame_model import FrameModel, build_frame_model, save_weights, write_manifest
+from framecall.models.frame_model import WEIGHTS, FrameModel, build_frame_model, save_weights, write_manifest
 from framecall.train.config import TrainJobConfig
 from framecall.train.evaluation import flat_metrics, predict_batch, score_records, usable_decoders
 
@@ -102,7 +102,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         from safetensors.torch import load_file
 
         with resumed.as_directory() as d:
-            model.load_state_dict(load_file(str(Path(d) / "model.safetensors")), strict=False)
+            model.load_state_dict(load_file(str(Path(d) / WEIGHTS)), strict=False)
             state = torch.load(Path(d) / TRAINING_STATE, weights_only=True, map_location="cpu")
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])

@@ -22,6 +22,7 @@ from framecall.models.frame_model import CheckpointError, check_manifest, read_m
 from framecall.train import tracking
 from framecall.train.config import TrainJobConfig
 from framecall.train.evaluation import select_metric_name
+from framecall.train.loop import TRAINING_STATE
 
 
 @dataclass
@@ -165,7 +166,7 @@ def fit(cfg: TrainJobConfig) -> FitResult:
     best_dir = output / "best"
     if best_dir.exists():
         shutil.rmtree(best_dir)
-    shutil.copytree(best.path, best_dir, ignore=shutil.ignore_patterns("training_state.pt"))
+    shutil.copytree(best.path, best_dir, ignore=shutil.ignore_patterns(TRAINING_STATE))
 
     from framecall.train.evaluate import evaluate_checkpoint
 
