@@ -8,23 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from framecall.config import ConfigError, build_config
+from framecall.config import ConfigError
 from framecall.data.shards import ShardDirectoryError
 from framecall.models.backbone import BackboneError
 from framecall.models.frame_model import CheckpointError, read_manifest
-from framecall.train.config import TrainJobConfig
 from framecall.train.runner import fit, latest_checkpoint
+from tests_helpers import train_config
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _cfg(tmp_path, data, mlflow_uri, loss="poisson", steps=4, **extra):
-    overrides = [f"train.loss={loss}", f"train.max_steps={steps}", "train.eval_every=2", "train.batch_size=2",
-                 "train.warmup_steps=1", "ray.num_workers=2", "ray.cpus_per_worker=1", "eval.figures=1",
-                 f"mlflow.tracking_uri={mlflow_uri}", f"mlflow.run_name={tmp_path.name}", "data.make_if_missing=false",
-                 *[f"{k}={v}" for k, v in extra.items()]]
-    return build_config(TrainJobConfig, flags={"data.data_dir": str(data), "output": str(tmp_path / "out")},
-                        overrides=overrides)
 
 
 def _run(mlflow_uri, run_id):
@@ -36,7 +27,7 @@ def _run(mlflow_uri, run_id):
 
 @pytest.mark.slow
 def test_train_poisson_then_resume(ray_session, tiny_words_all, mlflow_uri, tmp_path):
-    res = fit(_cfg(tmp_path, tiny_words_all, mlflow_uri))
+    res = fit(train_config(tmp_path, tiny_words_all, mlflow_uri))
     manifest = read_manifest(res.best_checkpoint)
     assert manifest["head"] == "poisson" and manifest["loss"] == "poisson" and manifest["global_step"] in (2, 4)
     assert manifest["mlflow_run_id"] == res.run_id and manifest["frame_s"] == 0.04 and manifest["subframes"] == 4
@@ -55,7 +46,7 @@ def test_train_poisson_then_resume(ray_session, tiny_words_all, mlflow_uri, tmp_
     assert any(a.path.endswith(".png") for a in client.list_artifacts(res.run_id, "eval"))
     assert "| topn_nms / words_all |" in res.table
     # resume: same output, more steps; continues the same MLflow run at the right step
-    resumed = fit(_cfg(tmp_path, tiny_words_all, mlflow_uri, steps=6, resume="true"))
+    resumed = fit(train_config(tmp_path, tiny_words_all, mlflow_uri, steps=6, resume="true"))
     assert resumed.run_id == res.run_id
     steps = [m.step for m in client.get_metric_history(res.run_id, "val/topn_nms_acc20ms")]
     assert steps == [2, 4, 6]
@@ -64,7 +55,7 @@ def test_train_poisson_then_resume(ray_session, tiny_words_all, mlflow_uri, tmp_
 
 @pytest.mark.slow
 def test_train_binary_job(ray_session, tiny_words_all, mlflow_uri, tmp_path):
-    res = fit(_cfg(tmp_path, tiny_words_all, mlflow_uri, loss="binary", steps=2, **{"eval.default_decoder": "topk",
+    res = fit(train_config(tmp_path, tiny_words_all, mlflow_uri, loss="binary", steps=2, **{"eval.default_decoder": "topk",
                                                                                    "eval.decoders": "topk,topn_nms"}))
     manifest = read_manifest(res.best_checkpoint)
     assert manifest["head"] == "binary" and manifest["default_decoder"] == "topk"
@@ -81,19 +72,19 @@ def test_train_binary_job(ray_session, tiny_words_all, mlflow_uri, tmp_path):
 
 def test_bad_inputs_fail_before_any_worker(ray_session, tiny_words_all, mlflow_uri, tmp_path):
     with pytest.raises(BackboneError, match="unknown model 'tiny-gpt'"):
-        fit(_cfg(tmp_path, tiny_words_all, mlflow_uri, **{"model.name": "tiny-gpt"}))
+        fit(train_config(tmp_path, tiny_words_all, mlflow_uri, **{"model.name": "tiny-gpt"}))
     (tmp_path / "empty").mkdir()
     with pytest.raises(ShardDirectoryError, match="no shard"):
-        fit(_cfg(tmp_path, tmp_path / "empty", mlflow_uri))
+        fit(train_config(tmp_path, tmp_path / "empty", mlflow_uri))
     with pytest.raises(ConfigError, match=r"unknown config key\(s\) \['train.epochs'\]"):
-        _cfg(tmp_path, tiny_words_all, mlflow_uri, **{"train.epochs": 3})
+        train_config(tmp_path, tiny_words_all, mlflow_uri, **{"train.epochs": 3})
     # a binary checkpoint where a Poisson run resumes
     ckpt = tmp_path / "out" / "ray" / "run-x" / "checkpoint_0"
     ckpt.mkdir(parents=True)
     (ckpt / "manifest.json").write_text(json.dumps({"format_version": 1, "head": "binary", "subframes": 4,
                                                     "global_step": 3}))
     with pytest.raises(CheckpointError, match="has a 'binary' head, but a 'poisson' head was asked for"):
-        fit(_cfg(tmp_path, tiny_words_all, mlflow_uri, resume="true"))
+        fit(train_config(tmp_path, tiny_words_all, mlflow_uri, resume="true"))
     assert not list((tmp_path / "out" / "ray").glob("run-1*"))  # no Ray Train run was started
     bad = subprocess.run([sys.executable, "jobs/train_poisson.py", "--output", str(tmp_path / "o2"), "train.lrr=1"],
                          cwd=ROOT, capture_output=True, text=True)

@@ -89,6 +89,7 @@ class AudioBatchInputs:
     attention_mask: torch.Tensor  # [B, L]
     input_features: torch.Tensor  # [B, M, F]
     feature_attention_mask: torch.Tensor  # [B, F]
+    labels: torch.Tensor | None = None  # [B, L], -100 outside the answer (teacher forcing only)
 
 
 class QwenAudioBackbone(nn.Module):
@@ -133,11 +134,32 @@ class QwenAudioBackbone(nn.Module):
         return f"<|im_start|>user\n{body}<|im_end|>\n<|im_start|>assistant\n"
 
     def build_inputs(self, prompts: list[str], features: torch.Tensor, feature_mask: torch.Tensor,
-                     order: PromptOrder | None = None) -> AudioBatchInputs:
-        """Tokenise prompts with one placeholder per audio token; right padding."""
+                     order: PromptOrder | None = None, targets: list[str] | None = None,
+                     padding_side: str = "right") -> AudioBatchInputs:
+        """Tokenise prompts with one placeholder per audio token.
+
+        ``targets`` (teacher forcing): each row's answer text is appended after the prompt and
+        closed by ``<|im_end|>``; ``labels`` [B, L] then hold its token ids, -100 elsewhere.
+        Generation uses ``padding_side="left"``.
+        """
         lengths = feature_mask.sum(1).tolist()
         texts = [self.prompt_text(q, self.tokens_for_frames(int(n)), order) for q, n in zip(prompts, lengths)]
-        enc = self.tokenizer(texts, return_tensors="pt", padding=True, padding_side="right")
+        labels = None
+        if targets is None:
+            enc = self.tokenizer(texts, return_tensors="pt", padding=True, padding_side=padding_side)
+            input_ids, attention = enc["input_ids"], enc["attention_mask"]
+        else:
+            prompt_ids = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+            target_ids = self.tokenizer([t + "<|im_end|>" for t in targets], add_special_tokens=False)["input_ids"]
+            rows = [p + t for p, t in zip(prompt_ids, target_ids)]
+            width = max(len(r) for r in rows)
+            input_ids = torch.full((len(rows), width), int(self.tokenizer.pad_token_id))
+            attention = torch.zeros(len(rows), width, dtype=torch.long)
+            labels = torch.full((len(rows), width), -100)
+            for b, (p, t) in enumerate(zip(prompt_ids, target_ids)):
+                input_ids[b, : len(p) + len(t)] = torch.tensor(p + t)
+                attention[b, : len(p) + len(t)] = 1
+                labels[b, len(p) : len(p) + len(t)] = torch.tensor(t)
         feats, fmask = features, feature_mask
         if self.feature_params.pad_to_seconds is not None:  # Qwen2-Audio: exactly 3000 frames
             target = self.feature_params.num_frames(0)
@@ -145,12 +167,17 @@ class QwenAudioBackbone(nn.Module):
                 raise ValueError(f"audio longer than {self.feature_params.pad_to_seconds} s for {self.model_type}")
             feats = nn.functional.pad(feats, (0, target - feats.shape[-1]))
             fmask = nn.functional.pad(fmask, (0, target - fmask.shape[-1]))
-        return AudioBatchInputs(enc["input_ids"], enc["attention_mask"], feats, fmask.long())
+        return AudioBatchInputs(input_ids, attention, feats, fmask.long(), labels)
 
-    def forward(self, batch: dict, order: PromptOrder | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        device = next(self.model.parameters()).device
-        inputs = self.build_inputs(batch["prompts"], batch["features"], batch["feature_mask"], order)
-        dtype = next(self.model.parameters()).dtype
+    def _device_dtype(self) -> tuple[torch.device, torch.dtype]:
+        p = next(self.model.parameters())
+        return p.device, p.dtype
+
+    def encode(self, batch: dict, order: PromptOrder | None = None,
+               targets: list[str] | None = None) -> tuple[torch.Tensor, AudioBatchInputs]:
+        """Final-layer states of every position, [B, L, H], and the inputs that made them."""
+        device, dtype = self._device_dtype()
+        inputs = self.build_inputs(batch["prompts"], batch["features"], batch["feature_mask"], order, targets)
         out = self.inner(
             input_ids=inputs.input_ids.to(device),
             attention_mask=inputs.attention_mask.to(device),
@@ -158,10 +185,13 @@ class QwenAudioBackbone(nn.Module):
             feature_attention_mask=inputs.feature_attention_mask.to(device),
             return_dict=True,
         )
-        hidden = out.last_hidden_state  # [B, L, H]
-        is_audio = inputs.input_ids.to(device) == self.audio_token_id  # [B, L]
+        return out.last_hidden_state, inputs
+
+    def audio_states(self, hidden: torch.Tensor, input_ids: torch.Tensor,
+                     t_max: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Gather the audio-token states: hidden [B, L, H] -> ([B, t_max, H], mask [B, t_max])."""
+        is_audio = input_ids.to(hidden.device) == self.audio_token_id  # [B, L]
         n_tok = is_audio.sum(1)
-        t_max = int(batch["token_mask"].shape[1])
         if int(n_tok.max()) != t_max:
             raise RuntimeError(f"prompt has {int(n_tok.max())} audio tokens, collate expected {t_max}")
         # position of the k-th audio token of each row; rows with fewer tokens are masked
@@ -169,8 +199,39 @@ class QwenAudioBackbone(nn.Module):
         states = hidden.new_zeros(hidden.shape[0], t_max, hidden.shape[-1])
         rows, cols = is_audio.nonzero(as_tuple=True)
         states[rows, order_idx[rows, cols]] = hidden[rows, cols]
-        token_mask = torch.arange(t_max, device=device)[None, :] < n_tok[:, None]
+        token_mask = torch.arange(t_max, device=hidden.device)[None, :] < n_tok[:, None]
         return states, token_mask
+
+    def token_loss(self, hidden: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Mean next-token cross-entropy over the answer tokens. hidden [B, L, H], labels [B, L].
+
+        The LM head runs only at the positions that predict an answer token (cheap for big vocabularies).
+        """
+        labels = labels.to(hidden.device)
+        predict = labels[:, 1:] != -100  # [B, L-1]: position i predicts token i+1
+        logits = self.model.get_output_embeddings()(hidden[:, :-1][predict])  # [N, V]
+        return nn.functional.cross_entropy(logits.float(), labels[:, 1:][predict])
+
+    def forward(self, batch: dict, order: PromptOrder | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        hidden, inputs = self.encode(batch, order)
+        return self.audio_states(hidden, inputs.input_ids, int(batch["token_mask"].shape[1]))
+
+    @torch.no_grad()
+    def generate(self, batch: dict, order: PromptOrder | None = None, max_new_tokens: int = 256,
+                 min_new_tokens: int = 0) -> list[str]:
+        """Greedy answers with the KV cache, one string per row (special tokens removed)."""
+        device, dtype = self._device_dtype()
+        inputs = self.build_inputs(batch["prompts"], batch["features"], batch["feature_mask"], order,
+                                   padding_side="left")
+        out = self.model.generate(
+            input_ids=inputs.input_ids.to(device), attention_mask=inputs.attention_mask.to(device),
+            input_features=inputs.input_features.to(device, dtype),
+            feature_attention_mask=inputs.feature_attention_mask.to(device),
+            max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens, do_sample=False, use_cache=True,
+            eos_token_id=None if min_new_tokens >= max_new_tokens else self.tokenizer.eos_token_id,
+            pad_token_id=self.tokenizer.pad_token_id,
+        )
+        return self.tokenizer.batch_decode(out[:, inputs.input_ids.shape[1]:], skip_special_tokens=True)
 
 
 def load_backbone(model: str, dtype: torch.dtype | None = None,

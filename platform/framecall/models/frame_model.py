@@ -34,19 +34,56 @@ class CheckpointError(ValueError):
 
 
 class FrameModel(nn.Module):
-    """backbone (audio LM) -> frame head. ``forward(batch) -> (scores [B, T], mask [B, T])``."""
+    """backbone (audio LM) -> frame head and/or its own LM head (token answers).
 
-    def __init__(self, backbone: QwenAudioBackbone, head: str, subframes: int = 4) -> None:
+    ``head``: "poisson" | "binary" (a frame head) or "tokens" (the token baseline: no frame
+    head, the LM is trained on the JSON answer text). ``token_output`` adds the LM loss to
+    a frame model (the interpolated loss); ``token_order`` is the prompt order of the token
+    answers.
+
+    ``forward(batch)`` -> (scores [B, T], mask [B, T]) of the frame head;
+    ``forward(batch, mode="train")`` -> dict with whatever this model trains on: "scores" and
+    "mask" (frame head), "token_loss" (scalar). One forward pass serves both when the token
+    prompt puts the question first (the frame head needs that order), else two.
+    """
+
+    def __init__(self, backbone: QwenAudioBackbone, head: str, subframes: int = 4, token_output: bool = False,
+                 token_order: str = "audio_first") -> None:
         super().__init__()
         self.backbone = backbone
         self.head_type = head
         self.subframes = subframes
-        self.head = make_head(head, backbone.hidden_size, subframes)
+        self.head = None if head == "tokens" else make_head(head, backbone.hidden_size, subframes)
+        self.token_output = token_output or head == "tokens"
+        self.token_order = token_order
         self.finetune = "full"
 
-    def forward(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        states, token_mask = self.backbone(batch)  # [B, T_tok, H], [B, T_tok]
-        return self.head(states, token_mask)  # [B, T_tok * S] each
+    def forward(self, batch: dict, mode: str = "frame"):
+        if mode == "frame":
+            if self.head is None:
+                raise CheckpointError("this is a token model (no frame head): use generate_answers()")
+            states, token_mask = self.backbone(batch)  # [B, T_tok, H], [B, T_tok]
+            return self.head(states, token_mask)  # [B, T_tok * S] each
+        if mode != "train":
+            raise ValueError(f"unknown forward mode {mode!r}")
+        out: dict[str, torch.Tensor] = {}
+        t_max = int(batch["token_mask"].shape[1])
+        if self.head is not None and self.token_output and self.token_order == "question_first":
+            hidden, inputs = self.backbone.encode(batch, "question_first", batch["target_texts"])
+            out["scores"], out["mask"] = self.head(*self.backbone.audio_states(hidden, inputs.input_ids, t_max))
+            out["token_loss"] = self.backbone.token_loss(hidden, inputs.labels)
+            return out
+        if self.head is not None:
+            out["scores"], out["mask"] = self.head(*self.backbone(batch, "question_first"))
+        if self.token_output:
+            hidden, inputs = self.backbone.encode(batch, self.token_order, batch["target_texts"])
+            out["token_loss"] = self.backbone.token_loss(hidden, inputs.labels)
+        return out
+
+    def generate_answers(self, batch: dict, max_new_tokens: int = 256, min_new_tokens: int = 0) -> list[str]:
+        if not self.token_output:
+            raise CheckpointError("this model has no token output (trained with a frame loss only)")
+        return self.backbone.generate(batch, self.token_order, max_new_tokens, min_new_tokens)
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         sd = self.state_dict()
@@ -117,22 +154,41 @@ def check_manifest(manifest: dict[str, Any], ckpt_dir: str | Path, expect_head: 
 
 
 def build_frame_model(model_name: str, head: str, subframes: int, finetune: str = "full",
-                      dtype: torch.dtype | None = None, **lora) -> FrameModel:
+                      dtype: torch.dtype | None = None, token_output: bool = False,
+                      token_order: str = "audio_first", **lora) -> FrameModel:
     backbone = load_backbone(model_name, dtype=dtype)
-    return apply_finetune(FrameModel(backbone, head, subframes), finetune, **lora)
+    model = FrameModel(backbone, head, subframes, token_output=token_output, token_order=token_order)
+    return apply_finetune(model, finetune, **lora)
+
+
+def backbone_source(manifest: dict[str, Any], ckpt_dir: Path) -> str:
+    """The manifest's backbone; a relative directory (a merged export) lives inside the checkpoint."""
+    name = manifest["backbone"]
+    inside = ckpt_dir / name
+    if not Path(name).is_absolute() and (inside / "config.json").is_file():
+        return str(inside)
+    return name
 
 
 def load_frame_model(ckpt_dir: str | Path, expect_head: str | None = None,
                      dtype: torch.dtype | None = None) -> tuple[FrameModel, dict[str, Any]]:
-    """Rebuild the model a checkpoint describes and load its weights (safetensors only)."""
-    ckpt_dir = Path(ckpt_dir)
+    """Rebuild the model a checkpoint describes and load its weights (safetensors only).
+
+    ``ckpt_dir``: a directory, or an MLflow URI (``models:/name/version``, ``runs:/id/checkpoint``)
+    resolved through the tracking server in ``MLFLOW_TRACKING_URI``.
+    """
+    from framecall.models.registry import resolve_checkpoint
+
+    ckpt_dir = resolve_checkpoint(ckpt_dir)
     manifest = read_manifest(ckpt_dir)
     check_manifest(manifest, ckpt_dir, expect_head)
     if not (ckpt_dir / WEIGHTS).is_file():
         raise CheckpointError(f"{ckpt_dir}: no {WEIGHTS}")
     lora = manifest.get("lora") or {}
-    model = build_frame_model(manifest["backbone"], manifest["head"], manifest["subframes"], manifest["finetune"],
-                              dtype=dtype, lora_r=lora.get("r", 16), lora_alpha=lora.get("alpha", 32),
+    model = build_frame_model(backbone_source(manifest, ckpt_dir), manifest["head"], manifest["subframes"],
+                              manifest["finetune"], dtype=dtype, token_output=bool(manifest.get("token_output")),
+                              token_order=manifest.get("token_prompt_order", "audio_first"),
+                              lora_r=lora.get("r", 16), lora_alpha=lora.get("alpha", 32),
                               lora_targets=lora.get("targets"))
     state = load_file(str(ckpt_dir / WEIGHTS))
     missing, unexpected = model.load_state_dict(state, strict=False)

@@ -9,8 +9,21 @@ from pathlib import Path
 from framecall.config import ConfigError, build_config
 
 
-def train_main(loss: str, argv: list[str] | None = None, doc: str = "") -> None:
-    """``jobs/train_<loss>.py``: --config, named flags, dotted overrides, then fit()."""
+JOB_DEFAULTS = {
+    "poisson": ["train.objective=frame", "train.loss=poisson"],
+    "binary": ["train.objective=frame", "train.loss=binary"],
+    "tokens": ["train.objective=tokens"],
+    "interpolated": ["train.objective=interpolated", "train.loss=poisson"],
+}
+
+
+def train_main(job: str, argv: list[str] | None = None, doc: str = "") -> None:
+    """``jobs/train_<job>.py``: --config, named flags, dotted overrides, then fit().
+
+    ``job`` sets the objective (and the frame loss) unless the config or an override says
+    otherwise; a loss that does not fit the job (a binary loss in train_poisson) is refused.
+    """
+    from framecall.config import load_yaml
     from framecall.train.config import TrainJobConfig
 
     p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -25,18 +38,23 @@ def train_main(loss: str, argv: list[str] | None = None, doc: str = "") -> None:
     args = p.parse_args(argv)
     flags = {"data.data_dir": args.data, "model.name": args.model, "train.max_steps": args.max_steps,
              "ray.num_workers": args.num_workers, "output": args.output, "resume": args.resume}
+    from_file = load_yaml(args.config) if args.config else {}
+    given = {o.split("=", 1)[0] for o in args.overrides} | {
+        f"train.{k}" for k in (from_file.get("train") or {})}
+    defaults = [d for d in JOB_DEFAULTS[job] if d.split("=", 1)[0] not in given]
     try:
-        cfg = build_config(TrainJobConfig, args.config, flags, [f"train.loss={loss}", *args.overrides]
-                           if not any(o.startswith("train.loss=") for o in args.overrides) else args.overrides)
+        cfg = build_config(TrainJobConfig, args.config, flags, [*defaults, *args.overrides])
     except (ConfigError, ValueError) as e:
         p.error(str(e))
-    if cfg.head != {"poisson": "poisson", "poisson_conditional": "poisson", "binary": "binary"}[loss]:
-        p.error(f"train.loss={cfg.train.loss} does not fit this job ({loss})")
-    from framecall.config import load_yaml
-
-    if args.output is None and "output" not in (load_yaml(args.config) if args.config else {}) \
-            and not any(o.startswith("output=") for o in args.overrides):
-        cfg.output = f"runs/train_{loss}"  # each job its own default directory
+    wanted_objective = JOB_DEFAULTS[job][0].split("=", 1)[1]
+    if cfg.train.objective != wanted_objective:
+        p.error(f"train.objective={cfg.train.objective} does not fit this job ({job})")
+    if job in ("poisson", "binary") and cfg.head != job:
+        p.error(f"train.loss={cfg.train.loss} does not fit this job ({job})")
+    if job == "interpolated" and cfg.head != "poisson":
+        p.error(f"the interpolated loss is reported with a Poisson head; train.loss={cfg.train.loss} is not one")
+    if args.output is None and "output" not in from_file and not any(o.startswith("output=") for o in args.overrides):
+        cfg.output = f"runs/train_{job}"  # each job its own default directory
     from framecall.train.runner import fit
 
     result = fit(cfg)
@@ -44,6 +62,8 @@ def train_main(loss: str, argv: list[str] | None = None, doc: str = "") -> None:
     print(result.table)
     print()
     print(f"best checkpoint: {result.best_checkpoint}")
+    if result.registered_model:
+        print(f"registered: {result.registered_model}  (MLFLOW_TRACKING_URI={result.tracking_uri})")
     print(f"MLflow run {result.run_id} in {result.tracking_uri}")
     print(f"  open it: mlflow ui --backend-store-uri {result.tracking_uri}")
     print(f"wall time: {result.wall_s:.1f} s")
@@ -53,16 +73,19 @@ def evaluate_main(argv: list[str] | None = None, doc: str = "") -> None:
     from framecall.train.evaluate import evaluate_checkpoint
 
     p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", required=True, help="checkpoint directory (with manifest.json)")
-    p.add_argument("--data", required=True, help="shard directory")
+    p.add_argument("--checkpoint", required=True,
+                   help="checkpoint directory (with manifest.json) or models:/name/version (MLFLOW_TRACKING_URI)")
+    p.add_argument("--data", required=True, help="shard directory; several separated by commas")
     p.add_argument("--split", default="test", help="split to evaluate ('all' for every row)")
-    p.add_argument("--decoders", default="topn_nms,posterior_mode,posterior_median,topk")
+    p.add_argument("--decoders", default="topn_nms,posterior_mode,posterior_median,topk,tokens",
+                   help="frame decoders and/or 'tokens' (generated answers); those the model lacks are skipped")
+    p.add_argument("--max-new-tokens", type=int, default=256)
     p.add_argument("--max-items", type=int)
     p.add_argument("--output-json", help="write the scores here as JSON")
     args = p.parse_args(argv)
     split = None if args.split == "all" else args.split
-    scores, table, _ = evaluate_checkpoint(args.checkpoint, args.data, split, args.decoders.split(","),
-                                           max_items=args.max_items)
+    scores, table, _ = evaluate_checkpoint(args.checkpoint, args.data.split(","), split, args.decoders.split(","),
+                                           max_items=args.max_items, max_new_tokens=args.max_new_tokens)
     print(table)
     if args.output_json:
         Path(args.output_json).write_text(json.dumps(scores, indent=2))

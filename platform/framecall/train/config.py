@@ -29,10 +29,22 @@ class DataSection:
     """fail | skip (see framecall.data.pipeline)."""
     cache_features: bool = True
     """Materialize the featurized splits once (small corpora); False streams every epoch."""
+    mixture: dict[str, float] = field(default_factory=dict)
+    """Multi-task training: shard directory -> sampling weight (replaces ``data_dir``). Each epoch
+    draws round(N * w / sum(w)) training rows from each directory (N = all training rows),
+    repeating a small source; validation and test use every row, reported per task."""
 
     def __post_init__(self) -> None:
         if self.bad_rows not in ("fail", "skip"):
             raise ValueError(f"data.bad_rows must be 'fail' or 'skip', got {self.bad_rows!r}")
+        for source, weight in self.mixture.items():
+            if not weight > 0:
+                raise ValueError(f"data.mixture weight of {source!r} must be > 0, got {weight}")
+
+    @property
+    def sources(self) -> dict[str, float]:
+        """Shard directory -> weight; one source of weight 1 without a mixture."""
+        return dict(self.mixture) if self.mixture else {self.data_dir: 1.0}
 
 
 @dataclass
@@ -60,10 +72,21 @@ class ModelSection:
             raise ValueError(f"model.dtype must be auto, float32 or bfloat16, got {self.dtype!r}")
 
 
+OBJECTIVES = ("frame", "tokens", "interpolated")
+
+
 @dataclass
 class TrainSection:
+    objective: str = "frame"
+    """frame: a frame loss only | tokens: the LM loss on the JSON answer (token baseline) |
+    interpolated: L = T + interp_lambda * P (token loss T, frame loss P; the paper's section 4.6)."""
     loss: str = "poisson"
-    """A frame loss by name: poisson | poisson_conditional | binary."""
+    """The frame loss by name: poisson | poisson_conditional | binary (unused by objective=tokens)."""
+    interp_lambda: float = 0.05
+    """Weight of the frame loss in the interpolated objective (the seed tried 0.01, 0.05, 1.0)."""
+    token_prompt_order: str = "auto"
+    """Prompt order of token answers. auto: audio_first (the models' chat order) for the token
+    baseline; question_first for the interpolated loss, so one forward pass serves both outputs."""
     loss_options: dict[str, Any] = field(default_factory=dict)
     """Extra keyword arguments of the loss (e.g. pos_weight_scale for binary)."""
     lr: float = 1e-3
@@ -83,8 +106,15 @@ class TrainSection:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"train.objective must be one of {list(OBJECTIVES)}, got {self.objective!r}")
         if self.loss not in FRAME_LOSSES:
             raise ValueError(f"train.loss {self.loss!r} is not a frame loss; valid: {sorted(FRAME_LOSSES)}")
+        if not self.interp_lambda >= 0:
+            raise ValueError(f"train.interp_lambda must be >= 0, got {self.interp_lambda}")
+        if self.token_prompt_order not in ("auto", "audio_first", "question_first"):
+            raise ValueError(f"train.token_prompt_order must be auto, audio_first or question_first, "
+                             f"got {self.token_prompt_order!r}")
         for name in ("lr", "max_steps", "batch_size", "eval_every"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"train.{name} must be > 0, got {getattr(self, name)}")
@@ -100,6 +130,8 @@ class EvalSection:
     """Sub-frames suppressed on each side of a picked peak."""
     figures: int = 3
     """Held-out items drawn (spectrogram + curve + marks) per evaluation."""
+    max_new_tokens: int = 256
+    """Generation limit of token answers (a JSON list of 30 times is about 120 tokens)."""
 
     def __post_init__(self) -> None:
         for d in [*self.decoders, self.default_decoder]:
@@ -138,6 +170,10 @@ class MlflowSection:
     """None: sqlite at <output>/mlflow.db (absolute). Any MLflow URI otherwise."""
     experiment: str = "framecall"
     run_name: str | None = None
+    register: bool = True
+    """Register the best checkpoint in the model registry (loadable as models:/name/version)."""
+    registered_model_name: str | None = None
+    """None: framecall-<objective or loss>, e.g. framecall-poisson, framecall-tokens."""
 
 
 @dataclass
@@ -157,9 +193,32 @@ class TrainJobConfig:
 
     @property
     def head(self) -> str:
-        return HEAD_OF_LOSS[self.train.loss]
+        return "tokens" if self.train.objective == "tokens" else HEAD_OF_LOSS[self.train.loss]
+
+    @property
+    def token_output(self) -> bool:
+        return self.train.objective in ("tokens", "interpolated")
+
+    @property
+    def token_prompt_order(self) -> str:
+        if self.train.token_prompt_order != "auto":
+            return self.train.token_prompt_order
+        return "question_first" if self.train.objective == "interpolated" else "audio_first"
+
+    @property
+    def primary_output(self) -> str:
+        """The output that selects checkpoints and that Serve uses: a decoder name, or "tokens"."""
+        return "tokens" if self.head == "tokens" else self.eval.default_decoder
+
+    @property
+    def loss_name(self) -> str:
+        """As written in the manifest: tokens, poisson, ..., interpolated+poisson."""
+        return {"frame": self.train.loss, "tokens": "tokens"}.get(self.train.objective,
+                                                                  f"interpolated+{self.train.loss}")
 
     def __post_init__(self) -> None:
+        if self.train.objective == "tokens" and self.model.finetune == "head":
+            raise ValueError("model.finetune=head trains nothing of a token model; use full or lora")
         if self.head == "binary" and self.eval.default_decoder in POISSON_ONLY:
             raise ValueError(f"eval.default_decoder {self.eval.default_decoder!r} needs a Poisson head; "
                              "use topk or topn_nms with the binary loss")

@@ -15,25 +15,35 @@ from framecall.models.frame_model import load_frame_model
 from framecall.train.evaluation import predict_batch, results_table, score_records, usable_decoders
 
 
-def evaluate_checkpoint(ckpt_dir: str | Path, data_dir: str | Path, split: str | None = "test",
-                        decoders: Sequence[str] | None = None, batch_size: int = 16, title: str | None = None,
-                        max_items: int | None = None, expect_head: str | None = None):
-    """-> (scores {decoder: {task: summary}}, markdown table, records)."""
+def evaluate_checkpoint(ckpt_dir: str | Path, data_dir: str | Path | Sequence[str | Path],
+                        split: str | None = "test", decoders: Sequence[str] | None = None, batch_size: int = 16,
+                        title: str | None = None, max_items: int | None = None, expect_head: str | None = None,
+                        max_new_tokens: int = 256):
+    """-> (scores {decoder: {task: summary}}, markdown table, records).
+
+    ``ckpt_dir``: a directory or a ``models:/`` URI. ``data_dir``: one shard directory or
+    several (a multi-task model's test sets); ``max_items`` applies to each.
+    """
     model, manifest = load_frame_model(ckpt_dir, expect_head=expect_head)
     head = manifest["head"]
-    decoders = usable_decoders(decoders or [manifest["default_decoder"]], head)
+    decoders = usable_decoders(decoders or [manifest["default_decoder"]], head, bool(manifest.get("token_output")))
     grid = FrameGrid(manifest["frame_s"], manifest["subframes"])
     collate = FrameCollator(grid=grid, tokens_for_frames=model.backbone.tokens_for_frames)
     pipe = PipelineConfig(features=FeatureParams(**manifest["features"]), batch_size=batch_size)
-    records = []
+    records: list[dict] = []
+    dirs = [data_dir] if isinstance(data_dir, (str, Path)) else list(data_dir)
     with torch.no_grad():
-        for table in iterate_rows_locally(data_dir, pipe, split=split):
-            if table.num_rows == 0:
-                continue
-            batch = collate(table.to_pydict())
-            records.extend(predict_batch(model, batch, decoders, grid, head, manifest.get("nms_min_separation", 3)))
-            if max_items is not None and len(records) >= max_items:
-                break
+        for one_dir in dirs:
+            mine: list[dict] = []
+            for table in iterate_rows_locally(one_dir, pipe, split=split):
+                if table.num_rows == 0:
+                    continue
+                batch = collate(table.to_pydict())
+                mine.extend(predict_batch(model, batch, decoders, grid, head, manifest.get("nms_min_separation", 3),
+                                          max_new_tokens=max_new_tokens))
+                if max_items is not None and len(mine) >= max_items:
+                    break
+            records.extend(mine)
     if not records:
         raise ValueError(f"{data_dir}: no rows in split {split!r}")
     scores = score_records(records, decoders)

@@ -10,41 +10,58 @@ import torch
 from framecall.frames.decoding import POISSON_ONLY, decode
 from framecall.frames.units import FrameGrid
 from framecall.metrics import TimestampMetrics, format_table
+from framecall.token_answers import parse_timestamps
 
 TABLE_COLUMNS = ["acc@20ms", "acc@40ms", "acc@100ms", "mad_s", "count_error", "missing"]
 
 
-def usable_decoders(decoders: Sequence[str], head: str) -> list[str]:
-    return [d for d in decoders if not (head == "binary" and d in POISSON_ONLY)]
+TOKENS = "tokens"  # the name of generated answers among the decoders
+
+
+def usable_decoders(decoders: Sequence[str], head: str, token_output: bool = False) -> list[str]:
+    """The outputs a model offers among ``decoders``: frame decoders its head supports, plus
+    "tokens" (generated answers) when it has a token output."""
+    frame = [] if head == TOKENS else [d for d in decoders if d != TOKENS
+                                        and not (head == "binary" and d in POISSON_ONLY)]
+    return frame + ([TOKENS] if token_output or head == TOKENS else [])
 
 
 @torch.no_grad()
 def predict_batch(model, batch: dict, decoders: Sequence[str], grid: FrameGrid, head: str,
                   nms_min_separation: int = 3, known_count: bool = True,
-                  keep_scores: bool = False) -> list[dict[str, Any]]:
+                  keep_scores: bool = False, max_new_tokens: int = 256) -> list[dict[str, Any]]:
     """One record per item: id, task, gold times, and each decoder's predicted seconds.
 
     ``known_count``: decode exactly the gold number of events (the questions state it:
     "the k-th occurrence" is one event, a transcript gives the word count); otherwise a
     Poisson head estimates it from Lam(T). ``keep_scores`` adds each item's valid scores [T_b].
+    "tokens" among ``decoders`` generates the answer text and parses it (record["parse"]).
     """
+    records = [{"id": batch["ids"][b], "task": batch["tasks"][b], "gold": list(batch["event_times_s"][b]),
+                "preds": {}, "expected_count": None} for b in range(len(batch["ids"]))]
+    if TOKENS in decoders:
+        texts = model.generate_answers(batch, max_new_tokens=max_new_tokens)
+        for record, text in zip(records, texts):
+            record["preds"][TOKENS], record["parse"] = parse_timestamps(text)
+            record["generated"] = text
+    frame_decoders = [d for d in decoders if d != TOKENS]
+    if not frame_decoders:
+        return records
     scores, mask = model(batch)  # [B, T], [B, T]
     scores, mask = scores.float().cpu(), mask.cpu()
-    records = []
     for b in range(scores.shape[0]):
         valid = scores[b][mask[b]]  # [T_b]
         gold = batch["event_times_s"][b]
         n = len(gold) if known_count else None
-        preds = {}
-        for name in decoders:
+        record = records[b]
+        for name in frame_decoders:
             opts = {"min_separation": nms_min_separation} if name == "topn_nms" else {}
             pos = decode(name, valid, n, head=head, **opts)
-            preds[name] = [float(x) for x in grid.to_seconds(pos)]
-        record = {"id": batch["ids"][b], "task": batch["tasks"][b], "gold": list(gold), "preds": preds,
-                  "expected_count": float(torch.exp(torch.logsumexp(valid.double(), 0))) if head == "poisson" else None}
+            record["preds"][name] = [float(x) for x in grid.to_seconds(pos)]
+        if head == "poisson":
+            record["expected_count"] = float(torch.exp(torch.logsumexp(valid.double(), 0)))
         if keep_scores:
             record["scores"] = valid.numpy()
-        records.append(record)
     return records
 
 
@@ -59,6 +76,10 @@ def score_records(records: Iterable[dict[str, Any]], decoders: Sequence[str]) ->
             overall.add(r["preds"][name], r["gold"])
             per_task.setdefault(r["task"], TimestampMetrics()).add(r["preds"][name], r["gold"])
         out[name] = {"all": overall.summary(), **{t: m.summary() for t, m in sorted(per_task.items())}}
+        if name == TOKENS:  # generated answers that yielded no timestamps at all (scored as misses)
+            for task, summary in out[name].items():
+                rows = [r for r in records if task == "all" or r["task"] == task]
+                summary["parse_failure_rate"] = sum(r.get("parse") == "failed" for r in rows) / max(1, len(rows))
     return out
 
 
@@ -77,7 +98,8 @@ def results_table(scores: dict[str, dict[str, dict[str, float]]], title: str) ->
             if task == "all" and len(by_task) == 2:
                 continue  # one task: its row equals "all"
             rows[f"{decoder} / {task}"] = summary
-    return format_table(rows, TABLE_COLUMNS, title=title, row_header="decoder / task")
+    columns = TABLE_COLUMNS + (["parse_failure_rate"] if TOKENS in scores else [])
+    return format_table(rows, columns, title=title, row_header="decoder / task")
 
 
 def flat_metrics(scores: dict[str, dict[str, dict[str, float]]], prefix: str) -> dict[str, float]:

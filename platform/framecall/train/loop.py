@@ -69,6 +69,34 @@ def _unwrap(model) -> FrameModel:
     return model.module if hasattr(model, "module") else model
 
 
+def training_losses(model, batch: dict, cfg: TrainJobConfig, frame_loss) -> dict[str, torch.Tensor]:
+    """The objective's loss and its parts: "loss", and "frame_loss" / "token_loss" where trained.
+
+    frame: P; tokens: T; interpolated: T + lambda * P (both from one forward pass where the
+    token prompt puts the question first, see FrameModel.forward).
+    """
+    if cfg.train.objective == "frame":
+        scores, mask = model(batch)  # [B, T], [B, T]
+        out = {"scores": scores, "mask": mask}
+    else:
+        out = model(batch, mode="train")
+    parts = {}
+    if "scores" in out:
+        scores = out["scores"]
+        valid = out["mask"] & batch["subframe_mask"].to(scores.device)
+        counts = batch["event_counts"].to(scores.device)
+        parts["frame_loss"] = frame_loss(scores, counts, valid, **cfg.train.loss_options).mean()
+    if "token_loss" in out:
+        parts["token_loss"] = out["token_loss"]
+    if cfg.train.objective == "frame":
+        parts["loss"] = parts["frame_loss"]
+    elif cfg.train.objective == "tokens":
+        parts["loss"] = parts["token_loss"]
+    else:
+        parts["loss"] = parts["token_loss"] + cfg.train.interp_lambda * parts["frame_loss"]
+    return parts
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     import ray.train
     import ray.train.torch
@@ -83,6 +111,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     dtype = resolve_dtype(cfg.model.dtype, device)
 
     model = build_frame_model(cfg.model.name, cfg.head, cfg.model.subframes, cfg.model.finetune, dtype=dtype,
+                              token_output=cfg.token_output, token_order=cfg.token_prompt_order,
                               lora_r=cfg.model.lora_r, lora_alpha=cfg.model.lora_alpha,
                               lora_targets=cfg.model.lora_targets)
     if cfg.model.gradient_checkpointing and device.type == "cuda":
@@ -120,7 +149,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         from framecall.train.tracking import RunLogger
 
         logger = RunLogger(tracking_uri, run_id)
-    decoders = usable_decoders(cfg.eval.decoders, cfg.head)
+    decoders = usable_decoders(cfg.eval.decoders, cfg.head, cfg.token_output)
+    draw = cfg.eval.figures if cfg.head != "tokens" else 0
 
     @torch.no_grad()
     def evaluate() -> tuple[dict[str, float], list[dict]]:
@@ -128,11 +158,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         records, figure_items = [], []
         limit = max(1, cfg.train.eval_max_items // world)
         for batch in val_shard.iter_torch_batches(batch_size=cfg.train.batch_size, collate_fn=collate):
-            want_figures = rank == 0 and len(figure_items) < cfg.eval.figures
+            want_figures = rank == 0 and len(figure_items) < draw
             recs = predict_batch(_unwrap(wrapped), batch, decoders, grid, cfg.head, cfg.eval.nms_min_separation,
-                                 keep_scores=want_figures)
+                                 keep_scores=want_figures, max_new_tokens=cfg.eval.max_new_tokens)
             if want_figures:
-                for b in range(min(cfg.eval.figures - len(figure_items), len(recs))):
+                for b in range(min(draw - len(figure_items), len(recs))):
                     n_f = int(batch["feature_mask"][b].sum())
                     figure_items.append({"features": batch["features"][b, :, :n_f].numpy(),
                                          "scores": recs[b]["scores"], "gold": recs[b]["gold"],
@@ -155,10 +185,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         for batch in train_shard.iter_torch_batches(batch_size=cfg.train.batch_size, collate_fn=collate,
                                                     local_shuffle_buffer_size=4 * cfg.train.batch_size,
                                                     local_shuffle_seed=cfg.train.seed + 1000 * epoch + rank):
-            scores, mask = wrapped(batch)  # [B, T], [B, T]
-            counts = batch["event_counts"].to(scores.device)
-            valid = mask & batch["subframe_mask"].to(scores.device)
-            loss = loss_fn(scores, counts, valid, **cfg.train.loss_options).mean()
+            parts = training_losses(wrapped, batch, cfg, loss_fn)
+            loss = parts["loss"]
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.train.grad_clip)
@@ -166,12 +194,13 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             scheduler.step()
             step += 1
             if logger is not None and (step % 10 == 0 or step == 1):
-                logger.metrics({"train/loss": loss.item(), "train/lr": scheduler.get_last_lr()[0],
-                                "train/grad_norm": float(grad_norm), "train/seconds": time.time() - t_start}, step)
+                logger.metrics({**{f"train/{k}": v.item() for k, v in parts.items()},
+                                "train/lr": scheduler.get_last_lr()[0], "train/grad_norm": float(grad_norm),
+                                "train/seconds": time.time() - t_start}, step)
             if step % cfg.train.eval_every == 0 or step >= cfg.train.max_steps:
                 scores_by_decoder, figure_items = evaluate()
                 metrics = flat_metrics(scores_by_decoder, "val")
-                value = scores_by_decoder[cfg.eval.default_decoder]["all"][select_metric]
+                value = scores_by_decoder[cfg.primary_output]["all"][select_metric]
                 metrics.update({"step": step, "select_metric": value, "train_loss": loss.item()})
                 improved = best is None or value > best
                 if improved:

@@ -16,7 +16,6 @@ from pathlib import Path
 from framecall.config import to_dict
 from framecall.data.pipeline import PipelineConfig, build_dataset
 from framecall.data.shards import list_shards, manifest_checksum, read_manifest as read_data_manifest
-from framecall.frames.losses import HEAD_OF_LOSS
 from framecall.models.backbone import backbone_spec, resolve_model_path
 from framecall.models.frame_model import CheckpointError, check_manifest, read_manifest
 from framecall.train import tracking
@@ -34,13 +33,21 @@ class FitResult:
     test_scores: dict
     table: str
     wall_s: float
+    registered_model: str | None = None
+    """``models:/name/version`` of the best checkpoint, when registered."""
 
 
-def ensure_data(cfg: TrainJobConfig) -> Path:
+def ensure_data(cfg: TrainJobConfig) -> list[Path]:
+    """The shard directories of the run (several for a mixture), made synthetically if allowed."""
+    if cfg.data.mixture:
+        dirs = [Path(d).resolve() for d in cfg.data.mixture]
+        for d in dirs:
+            list_shards(d)  # a missing source is an error: a mixture is never synthesised silently
+        return dirs
     data_dir = Path(cfg.data.data_dir).resolve()
     try:
         list_shards(data_dir)
-        return data_dir
+        return [data_dir]
     except FileNotFoundError:
         if not cfg.data.make_if_missing:
             raise
@@ -52,7 +59,22 @@ def ensure_data(cfg: TrainJobConfig) -> Path:
     print(f"[framecall] no shards in {data_dir}: making {synth.num} synthetic '{synth.task}' items")
     with ShardWriter(data_dir, params={"synth": to_dict(synth)}) as writer:
         writer.write_all(generate(synth))
-    return data_dir
+    return [data_dir]
+
+
+def mix_datasets(parts: list[tuple[object, float]], seed: int):
+    """Weighted mixture of Ray Datasets: round(N * w / sum(w)) rows from each (N = all rows),
+    a source repeated when it has fewer, then one global shuffle so batches mix tasks."""
+    if len(parts) == 1:
+        return parts[0][0]
+    counts = [ds.count() for ds, _ in parts]
+    total, wsum = sum(counts), sum(w for _, w in parts)
+    mixed = []
+    for (ds, w), n in zip(parts, counts):
+        want = max(1, round(total * w / wsum))
+        copies = [ds] * -(-want // n)  # ceil
+        mixed.append((copies[0].union(*copies[1:]) if len(copies) > 1 else ds).limit(want))
+    return mixed[0].union(*mixed[1:]).random_shuffle(seed=seed)
 
 
 def latest_checkpoint(output: Path) -> Path | None:
@@ -100,9 +122,9 @@ def fit(cfg: TrainJobConfig) -> FitResult:
         check_manifest(manifest, resume_from, expect_head=cfg.head, expect_subframes=cfg.model.subframes)
         run_id = manifest.get("mlflow_run_id")
         print(f"[framecall] resuming from {resume_from} at step {manifest['global_step']}")
-    data_dir = ensure_data(cfg)
-    data_manifest = read_data_manifest(data_dir)
-    tasks = sorted(data_manifest.get("counts", {}))
+    data_dirs = ensure_data(cfg)
+    data_manifests = [read_data_manifest(d) for d in data_dirs]
+    tasks = sorted({t for m in data_manifests for t in m.get("counts", {})})
     select_metric = select_metric_name(tasks, cfg.train.select_metric)
 
     if not ray.is_initialized():
@@ -116,26 +138,39 @@ def fit(cfg: TrainJobConfig) -> FitResult:
                           max_seconds=30.0 if model_type == "qwen2_audio" else 600.0)
     datasets = {}
     for name, split in (("train", cfg.data.train_split), ("val", cfg.data.val_split)):
-        ds = build_dataset(data_dir, pipe, split=split).dataset
-        ds.context.enable_progress_bars = False  # one line per epoch in the logs is enough
-        datasets[name] = ds.materialize() if cfg.data.cache_features else ds
+        parts = []
+        for data_dir, data_manifest, weight in zip(data_dirs, data_manifests, cfg.data.sources.values()):
+            ds = build_dataset(data_dir, pipe, split=split).dataset
+            ds.context.enable_progress_bars = False  # one line per epoch in the logs is enough
+            ds = ds.materialize() if cfg.data.cache_features else ds
+            if ds.count() == 0:
+                raise ValueError(f"{data_dir}: split {split!r} has no rows; splits present: "
+                                 f"{data_manifest.get('counts')}")
+            parts.append((ds, weight))
+        if name == "train":
+            datasets[name] = mix_datasets(parts, cfg.train.seed)
+        else:  # validation: every row of every source, scored per task
+            datasets[name] = parts[0][0].union(*[p for p, _ in parts[1:]]) if len(parts) > 1 else parts[0][0]
         datasets[name].context.enable_progress_bars = False
-        if datasets[name].count() == 0:
-            raise ValueError(f"{data_dir}: split {split!r} has no rows; splits present: {data_manifest.get('counts')}")
 
     tracking_uri = cfg.mlflow.tracking_uri or tracking.default_tracking_uri(output)
-    provenance = {"git_sha": tracking.git_sha(), "data_manifest_sha256": manifest_checksum(data_dir),
-                  "data_dir": str(data_dir), **{f"version.{k}": v for k, v in tracking.package_versions().items()}}
+    provenance = {"git_sha": tracking.git_sha(),
+                  "data_manifest_sha256": ",".join(manifest_checksum(d) for d in data_dirs),
+                  "data_dir": ",".join(str(d) for d in data_dirs),
+                  **{f"version.{k}": v for k, v in tracking.package_versions().items()}}
     if run_id is None:
         run_id = tracking.start_run(
             tracking_uri, cfg.mlflow.experiment, output / "mlartifacts", cfg.mlflow.run_name,
             params={**to_dict(cfg), "provenance": provenance, "seed": cfg.train.seed},
-            tags={"framecall.head": cfg.head, "framecall.loss": cfg.train.loss, "framecall.tasks": ",".join(tasks),
+            tags={"framecall.head": cfg.head, "framecall.loss": cfg.loss_name, "framecall.tasks": ",".join(tasks),
                   "framecall.model": cfg.model.name},
         )
     base_manifest = {
-        "backbone": cfg.model.name, "model_type": model_type, "head": HEAD_OF_LOSS[cfg.train.loss],
-        "loss": cfg.train.loss, "default_decoder": cfg.eval.default_decoder, "frame_s": frame_s,
+        "backbone": cfg.model.name, "model_type": model_type, "head": cfg.head,
+        "loss": cfg.loss_name, "objective": cfg.train.objective, "default_decoder": cfg.primary_output,
+        "token_output": cfg.token_output, "token_prompt_order": cfg.token_prompt_order,
+        "interp_lambda": cfg.train.interp_lambda if cfg.train.objective == "interpolated" else None,
+        "mixture": {str(d): w for d, w in zip(data_dirs, cfg.data.sources.values())}, "frame_s": frame_s,
         "subframes": cfg.model.subframes, "prompt_order": prompt_order, "features": features.to_dict(),
         "finetune": cfg.model.finetune,
         "lora": {"r": cfg.model.lora_r, "alpha": cfg.model.lora_alpha, "targets": cfg.model.lora_targets}
@@ -170,9 +205,9 @@ def fit(cfg: TrainJobConfig) -> FitResult:
 
     from framecall.train.evaluate import evaluate_checkpoint
 
-    scores, table, _ = evaluate_checkpoint(best_dir, data_dir, split=cfg.data.test_split,
-                                           decoders=cfg.eval.decoders, title=f"{cfg.train.loss} on {', '.join(tasks)} "
-                                           f"({cfg.data.test_split} split)")
+    scores, table, _ = evaluate_checkpoint(best_dir, data_dirs, split=cfg.data.test_split,
+                                           decoders=[*cfg.eval.decoders, "tokens"], max_new_tokens=cfg.eval.max_new_tokens,
+                                           title=f"{cfg.loss_name} on {', '.join(tasks)} ({cfg.data.test_split} split)")
     logger = tracking.RunLogger(tracking_uri, run_id)
     from framecall.train.evaluation import flat_metrics
 
@@ -180,7 +215,21 @@ def fit(cfg: TrainJobConfig) -> FitResult:
                    step=int(read_manifest(best_dir)["global_step"]))
     logger.text(table, "test_table.md")
     logger.artifacts(best_dir, "checkpoint")
+    registered = None
+    if cfg.mlflow.register:
+        from framecall.models.registry import register_checkpoint
+
+        name = cfg.mlflow.registered_model_name or f"framecall-{cfg.loss_name.replace('+', '-')}"
+        summary = scores[cfg.primary_output]["all"]
+        version = register_checkpoint(
+            tracking_uri, run_id, name,
+            tags={"framecall.tasks": ",".join(tasks), "framecall.head": cfg.head, "framecall.loss": cfg.loss_name,
+                  "framecall.default_decoder": cfg.primary_output, "framecall.backbone": cfg.model.name,
+                  **{f"test.{k.replace('@', '_at_')}": f"{v:.6g}" for k, v in summary.items()}},
+            description=f"{cfg.loss_name} on {', '.join(tasks)}; best step {read_manifest(best_dir)['global_step']}")
+        registered = f"models:/{name}/{version}"
+        logger.set_tag("framecall.registered_model", registered)
     logger.finish()
     (output / "test_table.md").write_text(table + "\n")
     (output / "test_metrics.json").write_text(json.dumps(scores, indent=2))
-    return FitResult(output, best_dir, run_id, tracking_uri, scores, table, time.time() - t0)
+    return FitResult(output, best_dir, run_id, tracking_uri, scores, table, time.time() - t0, registered)
