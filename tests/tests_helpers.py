@@ -11,3 +11,52 @@ def train_config(tmp_path, data, mlflow_uri, loss="poisson", steps=4, **extra):
                  *[f"{k}={v}" for k, v in extra.items()]]
     return build_config(TrainJobConfig, flags={"data.data_dir": str(data), "output": str(tmp_path / "out")},
                         overrides=overrides)
+
+
+def make_checkpoint(path, tasks, head="poisson", model="tiny-omni", seed=0):
+    """An untrained but non-trivial checkpoint (random head) with a real manifest, no Ray."""
+    from pathlib import Path
+
+    import torch
+
+    from framecall.audio.features import FeatureParams
+    from framecall.models.frame_model import build_frame_model, save_weights, write_manifest
+
+    torch.manual_seed(seed)
+    frame_model = build_frame_model(model, head, 4)
+    with torch.no_grad():  # a curve with structure, so that decoding differences would show
+        frame_model.head.proj.weight.normal_(0, 0.5)
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    save_weights(frame_model, path)
+    write_manifest(path, {"backbone": model, "model_type": "qwen2_5_omni", "head": head, "loss": head,
+                          "default_decoder": "topn_nms", "frame_s": 0.04, "subframes": 4, "finetune": "full",
+                          "features": FeatureParams().to_dict(), "tasks": list(tasks), "global_step": 0,
+                          "nms_min_separation": 3})
+    return path
+
+
+def wav_bytes(samples, sample_rate=16000):
+    import io
+
+    import soundfile as sf
+
+    buf = io.BytesIO()
+    sf.write(buf, samples, sample_rate, format="WAV", subtype="FLOAT")
+    return buf.getvalue()
+
+
+def speech_clip(text="the cat sat on the mat", seed=0, seconds=None):
+    """(16 kHz float32 speech, words) from espeak."""
+    import numpy as np
+
+    from framecall.audio.espeak import get_synthesizer
+    from framecall.audio.io import resample
+
+    utt = get_synthesizer().synthesize(text, seed=seed)
+    audio, words = resample(utt.samples, utt.sample_rate, 16000), [w.text for w in utt.words]
+    if seconds is not None:
+        out = np.zeros(int(seconds * 16000), np.float32)
+        out[: min(out.size, audio.size)] = audio[: out.size]
+        audio = out
+    return audio.astype(np.float32), words

@@ -36,6 +36,24 @@ def _as_list(column: Any) -> list:
     return list(column)
 
 
+def pad_features(feats: list[np.ndarray], tokens_for_frames: Callable[[int], int] = qwen_audio_tokens):
+    """Log-mels [M, F_b] per item -> (features [B, M, F_max], feature_mask [B, F_max],
+    token_mask [B, T_tok], audio tokens per item)."""
+    if not feats:
+        raise ValueError("cannot collate an empty batch")
+    bsz, mels = len(feats), feats[0].shape[0]
+    f_max = max(f.shape[1] for f in feats)
+    features = torch.zeros(bsz, mels, f_max)
+    feature_mask = torch.zeros(bsz, f_max, dtype=torch.bool)
+    tokens = [tokens_for_frames(f.shape[1]) for f in feats]
+    token_mask = torch.zeros(bsz, max(tokens), dtype=torch.bool)
+    for b, (f, n_tok) in enumerate(zip(feats, tokens)):
+        features[b, :, : f.shape[1]] = torch.from_numpy(np.array(f, dtype=np.float32))  # Arrow buffers are read-only
+        feature_mask[b, : f.shape[1]] = True
+        token_mask[b, :n_tok] = True
+    return features, feature_mask, token_mask, tokens
+
+
 @dataclass
 class FrameCollator:
     """Callable collate_fn for frame-head training. ``grid`` fixes the sub-frame unit."""
@@ -48,23 +66,12 @@ class FrameCollator:
             features_from_bytes(f, m, n)
             for f, m, n in zip(_as_list(batch["features"]), _as_list(batch["num_mels"]), _as_list(batch["num_frames"]))
         ]
-        if not feats:
-            raise ValueError("cannot collate an empty batch")
-        bsz, mels = len(feats), feats[0].shape[0]
-        f_max = max(f.shape[1] for f in feats)
-        features = torch.zeros(bsz, mels, f_max)
-        feature_mask = torch.zeros(bsz, f_max, dtype=torch.bool)
-        tokens = [self.tokens_for_frames(f.shape[1]) for f in feats]
-        t_max = max(tokens)
-        s = self.grid.subframes
-        token_mask = torch.zeros(bsz, t_max, dtype=torch.bool)
+        features, feature_mask, token_mask, tokens = pad_features(feats, self.tokens_for_frames)
+        bsz, t_max, s = len(feats), token_mask.shape[1], self.grid.subframes
         counts = torch.zeros(bsz, t_max * s)
         sub_mask = torch.zeros(bsz, t_max * s, dtype=torch.bool)
         times_list = [np.asarray(t, dtype=np.float64).reshape(-1) for t in _as_list(batch["event_times_s"])]
-        for b, (f, n_tok, times) in enumerate(zip(feats, tokens, times_list)):
-            features[b, :, : f.shape[1]] = torch.from_numpy(f.copy())  # the Arrow buffer is read-only
-            feature_mask[b, : f.shape[1]] = True
-            token_mask[b, :n_tok] = True
+        for b, (n_tok, times) in enumerate(zip(tokens, times_list)):
             sub_mask[b, : n_tok * s] = True
             if times.size:
                 idx = self.grid.to_index(times, num_frames=n_tok * s)

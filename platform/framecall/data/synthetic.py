@@ -106,6 +106,11 @@ class WindowUnreachable(RuntimeError):
     """No draw put an askable event in the answer window."""
 
 
+def alignment_prompt(transcript: str) -> str:
+    """The words_all question; Serve's /v1/align asks it of a model trained on words_all."""
+    return f"Transcript: {transcript}. Based on the transcript, output the timestamps for every word."
+
+
 def _in_window(t: float, window: tuple[float, float] | None) -> bool:
     return window is None or window[0] <= t <= window[1]
 
@@ -173,7 +178,7 @@ def _gen_words(rng: np.random.Generator, cfg: SynthConfig, all_words: bool) -> d
             "transcript": transcript}
     if all_words:
         times = [round(t, 4) for _, t in words]
-        prompt = f"Transcript: {transcript}. Based on the transcript, output the timestamps for every word."
+        prompt = alignment_prompt(transcript)
         target = json.dumps([round(t, 2) for t in times])
         return dict(prompt=prompt, target_text=target, answer=target, audio=clip, duration_s=duration,
                     event_times_s=times, query_index=None, meta=meta)

@@ -1,0 +1,89 @@
+"""The Serve engine without Serve: chunking and stitching, admission, question types, formats."""
+
+import numpy as np
+import pytest
+import torch
+
+from framecall.serving import (
+    AdmissionError, FrameEngine, Query, ServeSettings, admit_checkpoint, chunk_spans, format_alignment,
+    question_task, stitch,
+)
+from tests_helpers import make_checkpoint, speech_clip
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    return make_checkpoint(tmp_path_factory.mktemp("serve_engine") / "ckpt", ["words", "words_all"])
+
+
+def test_chunk_spans_cover_the_audio_on_the_token_grid():
+    spans = chunk_spans(100_000, window=32_000, overlap=6_400, align=640)
+    assert spans[0][0] == 0 and spans[-1][1] == 100_000
+    assert all(a % 640 == 0 for a, _ in spans)
+    assert all(b - a <= 32_000 for a, b in spans)
+    assert all(spans[k + 1][0] < spans[k][1] for k in range(len(spans) - 1))  # overlapping
+    assert chunk_spans(1000, None, 0, 640) == [(0, 1000)] == chunk_spans(1000, 32_000, 6_400, 640)
+
+
+def test_stitch_takes_each_overlap_half_from_the_nearer_chunk():
+    a = torch.zeros(10)
+    b = torch.ones(10)
+    out = stitch([a, b], [0, 6])  # overlap 6..10: the first half to a, the second to b
+    assert out.shape == (16,)
+    assert out[:8].eq(0).all() and out[8:].eq(1).all()
+
+
+def test_long_audio_is_chunked_and_stitched_without_drift(ckpt):
+    audio, _ = speech_clip("one two three four five six seven eight nine ten", seconds=5.0)
+    whole = FrameEngine(ServeSettings(checkpoint=str(ckpt), allowed_roots=[str(ckpt.parent)]))
+    chunked = FrameEngine(ServeSettings(checkpoint=str(ckpt), allowed_roots=[str(ckpt.parent)], chunk_seconds=2.0,
+                                        chunk_overlap_seconds=0.5))
+    q = "When does the 1st occurrence of the word 'five' occur?"
+    full = whole.predict([Query(audio, q, 3, return_curve=True)])[0]
+    parts = chunked.predict([Query(audio, q, 3, return_curve=True)])[0]
+    assert full["chunks"] == 1 and parts["chunks"] == len(chunk_spans(80_000, 32_000, 8_000, 640)) == 4
+    # the stitched curve is on the same grid as the whole recording's: same length, 10 ms units
+    assert len(parts["curve"]["values"]) == len(full["curve"]["values"]) == 500
+    assert len(parts["times_s"]) == 3 and all(0 <= t <= 5.0 for t in parts["times_s"])
+    # the first chunk's own region is exactly what a 2 s forward pass gives
+    first = chunked.predict([Query(audio[:32000], q, 1, return_curve=True)])[0]["curve"]["values"]
+    assert np.allclose(parts["curve"]["values"][:150], first[:150], atol=1e-4)
+
+
+def test_admission_refuses_paths_outside_the_roots(ckpt, tmp_path):
+    with pytest.raises(AdmissionError, match="outside the allowed roots"):
+        admit_checkpoint(ServeSettings(checkpoint=str(ckpt), allowed_roots=[str(tmp_path)]))
+    with pytest.raises(AdmissionError, match="no registry configured"):
+        admit_checkpoint(ServeSettings(checkpoint="models:/x/1", allowed_roots=[str(tmp_path)]))
+    assert admit_checkpoint(ServeSettings(checkpoint=str(ckpt), allowed_roots=[str(ckpt.parent)])) == ckpt.resolve()
+
+
+@pytest.mark.parametrize("question,task", [
+    ("When does the 2nd occurrence of the word 'much' occur?", "words"),
+    ("Transcript: a b. Based on the transcript, output the timestamps for every word.", "words_all"),
+    ("When does the 3rd speaker start speaking?", "speakers"),
+    ("When does the 1st occurrence of the event 'chirp' occur?", "events"),
+    ("what is the capital of France?", None),
+])
+def test_question_task(question, task):
+    assert question_task(question) == task
+
+
+def test_alignment_formats():
+    words = [{"word": "the", "start": 0.1, "end": 0.3}, {"word": "cat", "start": 0.3, "end": 0.3},
+             {"word": "sat", "start": 0.5, "end": 0.9}]
+    ctm = format_alignment(words, "ctm", 1.0, utterance="u1").splitlines()
+    assert ctm == ["u1 1 0.100 0.200 the", "u1 1 0.300 0.000 cat", "u1 1 0.500 0.400 sat"]
+    tg = format_alignment(words, "textgrid", 1.0)
+    from praatio import textgrid
+
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as d:
+        (Path(d) / "x.TextGrid").write_text(tg)
+        parsed = textgrid.openTextgrid(str(Path(d) / "x.TextGrid"), includeEmptyIntervals=False)
+    labels = [e.label for e in parsed.getTier("words").entries]
+    assert labels == ["the", "cat", "sat"]
+    with pytest.raises(ValueError, match="unknown format 'srt'"):
+        format_alignment(words, "srt", 1.0)
