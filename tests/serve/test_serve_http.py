@@ -196,3 +196,36 @@ def test_api_key_and_back_pressure(server, clips):
         codes = list(pool.map(lambda _: requests.post(f"{strict}/v1/localize", json=body, headers=key,
                                                       timeout=60).status_code, range(12)))
     assert set(codes) <= {200, 503} and 503 in codes and 200 in codes  # overload answers 503, never hangs
+
+
+def test_client_and_cli(server, clips, tmp_path):
+    import subprocess
+    import sys
+
+    from framecall.client import FramecallClient, FramecallError
+
+    url, _ = server
+    paths = []
+    for i, clip in enumerate(clips[:3]):
+        paths.append(tmp_path / f"clip{i}.wav")
+        paths[-1].write_bytes(clip)
+    client = FramecallClient(url)
+    assert client.health()["status"] == "ok"
+    out = client.localize(paths[0], [{"question": Q, "num_events": 2}])
+    direct = _localize(url, clips[0], [{"question": Q, "num_events": 2}]).json()
+    assert out["answers"][0]["times_s"] == direct["answers"][0]["times_s"]
+    with pytest.raises(FramecallError) as err:
+        client.localize(paths[0], [{"question": Q, "num_events": 0}])
+    assert err.value.status == 422 and err.value.field == "questions.0.num_events"
+    ctm = client.align(paths[0], "the cat sat on the mat", "ctm").splitlines()
+    assert [line.split()[-1] for line in ctm] == "the cat sat on the mat".split()
+    # CLI: many files with a progress bar, one result file each; a bad file fails the run, not the others
+    (tmp_path / "bad.wav").write_bytes(b"not audio")
+    cmd = [sys.executable, "-m", "framecall.client", "--url", url, "localize", *map(str, paths),
+           str(tmp_path / "bad.wav"), Q, "--output", str(tmp_path / "out")]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and "bad.wav: HTTP 422 [audio]" in done.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["clip0.json", "clip1.json", "clip2.json"]
+    tg = subprocess.run([sys.executable, "-m", "framecall.client", "--url", url, "align", str(paths[0]),
+                         "the cat sat on the mat", "--format", "textgrid"], capture_output=True, text=True, timeout=120)
+    assert tg.returncode == 0 and tg.stdout.startswith('File type = "ooTextFile"')

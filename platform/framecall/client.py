@@ -1,0 +1,151 @@
+"""Python client and command line for the framecall Serve API.
+
+    framecall localize talk.wav "When does the 1st occurrence of the word 'much' occur?"
+    framecall localize a.wav b.wav c.wav -q "When does the 2nd speaker start speaking?" --output out/
+    framecall align talk.wav "the cat sat on the mat" --format textgrid > talk.TextGrid
+    framecall align --pairs pairs.tsv --format ctm --output out/     # audio<TAB>transcript per line
+
+``--url`` (default ``$FRAMECALL_URL`` or http://127.0.0.1:8000) and ``--api-key`` (default
+``$FRAMECALL_API_KEY``). Many files get a progress bar; a failed file is reported with the
+server's error and the run exits non-zero after the others finish.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import requests
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+
+
+class FramecallError(RuntimeError):
+    """An error answer of the server: HTTP status, the field it names, its message."""
+
+    def __init__(self, status: int, field: str, message: str) -> None:
+        super().__init__(f"HTTP {status} [{field}]: {message}")
+        self.status, self.field, self.message = status, field, message
+
+
+class FramecallClient:
+    def __init__(self, url: str | None = None, api_key: str | None = None, timeout: float = 300.0) -> None:
+        self.url = (url or os.environ.get("FRAMECALL_URL") or DEFAULT_URL).rstrip("/")
+        self.session = requests.Session()
+        key = api_key if api_key is not None else os.environ.get("FRAMECALL_API_KEY")
+        if key:
+            self.session.headers["X-API-Key"] = key
+        self.timeout = timeout
+
+    def _check(self, response: requests.Response) -> requests.Response:
+        if response.status_code >= 400:
+            try:
+                err = response.json()["error"]
+                raise FramecallError(response.status_code, err.get("field", "?"), err.get("message", ""))
+            except (ValueError, KeyError, TypeError):
+                raise FramecallError(response.status_code, "?", response.text[:500]) from None
+        return response
+
+    def health(self) -> dict[str, Any]:
+        return self._check(self.session.get(f"{self.url}/healthz", timeout=self.timeout)).json()
+
+    def localize(self, audio: str | Path | bytes, questions: list[str | dict[str, Any]],
+                 return_curve: bool = False) -> dict[str, Any]:
+        """Timestamps for each question; a question is a string or {"question", "num_events", "task"}."""
+        qs = [{"question": q} if isinstance(q, str) else dict(q) for q in questions]
+        data = {"questions": json.dumps(qs), "return_curve": str(return_curve).lower()}
+        return self._check(self.session.post(f"{self.url}/v1/localize", files={"audio": _upload(audio)}, data=data,
+                                             timeout=self.timeout)).json()
+
+    def align(self, audio: str | Path | bytes, transcript: str, format: str = "json") -> dict[str, Any] | str:
+        """Word starts and ends: a dict for json, the file text for textgrid / ctm."""
+        r = self._check(self.session.post(f"{self.url}/v1/align", files={"audio": _upload(audio)},
+                                          data={"transcript": transcript, "format": format}, timeout=self.timeout))
+        return r.json() if format == "json" else r.text
+
+
+def _upload(audio: str | Path | bytes) -> tuple[str, bytes, str]:
+    if isinstance(audio, (bytes, bytearray)):
+        return "audio", bytes(audio), "application/octet-stream"
+    path = Path(audio)
+    return path.name, path.read_bytes(), "application/octet-stream"
+
+
+def _progress(items: list, desc: str):
+    from tqdm import tqdm
+
+    return tqdm(items, desc=desc, unit="file", disable=len(items) < 2, file=sys.stderr)
+
+
+def _write(output: str | None, name: str, text: str) -> None:
+    if output is None:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+        return
+    Path(output).mkdir(parents=True, exist_ok=True)
+    (Path(output) / name).write_text(text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="framecall", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--url", help=f"server (default $FRAMECALL_URL or {DEFAULT_URL})")
+    p.add_argument("--api-key", help="X-API-Key (default $FRAMECALL_API_KEY)")
+    sub = p.add_subparsers(dest="command", required=True)
+    loc = sub.add_parser("localize", help="timestamps for questions about audio files")
+    loc.add_argument("inputs", nargs="+", help="AUDIO... [QUESTION] (the question last when -q is not used)")
+    loc.add_argument("-q", "--question", action="append", help="a question (repeatable)")
+    loc.add_argument("-n", "--num-events", type=int, help="events per question (default: estimated)")
+    loc.add_argument("--curve", action="store_true", help="include the per-frame curve")
+    loc.add_argument("--output", help="directory for one AUDIO_STEM.json per file (default: JSON lines on stdout)")
+    al = sub.add_parser("align", help="word start/end times from audio + transcript")
+    al.add_argument("audio", nargs="?")
+    al.add_argument("transcript", nargs="?")
+    al.add_argument("--pairs", help="TSV file: audio path <TAB> transcript, one pair per line")
+    al.add_argument("--format", default="json", choices=["json", "textgrid", "ctm"])
+    al.add_argument("--output", help="directory for one file per audio (default: stdout)")
+    args = p.parse_args(argv)
+    client = FramecallClient(args.url, args.api_key)
+    failures = 0
+    if args.command == "localize":
+        files, questions = list(args.inputs), list(args.question or [])
+        if not questions:
+            if len(files) < 2:
+                p.error("localize needs AUDIO and a QUESTION (last argument, or -q)")
+            questions = [files.pop()]
+        qs = [{"question": q, **({"num_events": args.num_events} if args.num_events else {})} for q in questions]
+        for f in _progress(files, "localize"):
+            try:
+                out = {"audio": f, **client.localize(f, qs, return_curve=args.curve)}
+            except (FramecallError, OSError) as e:
+                failures += 1
+                print(f"{f}: {e}", file=sys.stderr)
+                continue
+            _write(args.output, Path(f).stem + ".json", json.dumps(out) if args.output is None
+                   else json.dumps(out, indent=2))
+    else:
+        if args.pairs:
+            pairs = [line.rstrip("\n").split("\t", 1) for line in Path(args.pairs).read_text().splitlines() if line]
+        elif args.audio and args.transcript:
+            pairs = [[args.audio, args.transcript]]
+        else:
+            p.error("align needs AUDIO TRANSCRIPT, or --pairs FILE")
+        suffix = {"json": ".json", "textgrid": ".TextGrid", "ctm": ".ctm"}[args.format]
+        for audio, transcript in _progress(pairs, "align"):
+            try:
+                out = client.align(audio, transcript, args.format)
+            except (FramecallError, OSError) as e:
+                failures += 1
+                print(f"{audio}: {e}", file=sys.stderr)
+                continue
+            _write(args.output, Path(audio).stem + suffix, json.dumps(out) if isinstance(out, dict) else out)
+    if failures:
+        print(f"{failures} file(s) failed", file=sys.stderr)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
