@@ -149,6 +149,15 @@ def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
     node[keys[-1]] = value
 
 
+def _merge(tree: dict[str, Any], data: Mapping[str, Any]) -> None:
+    """Deep-merge ``data`` into ``tree`` (sections merge; values replace)."""
+    for key, value in data.items():
+        if isinstance(value, Mapping) and isinstance(tree.get(key), dict):
+            _merge(tree[key], value)
+        else:
+            tree[key] = value
+
+
 def parse_override(text: str) -> tuple[str, Any]:
     """``"train.lr=1e-4"`` -> ``("train.lr", 1e-4)``; the value is parsed as YAML."""
     if "=" not in text:
@@ -182,9 +191,14 @@ def build_config(
     yaml_path: str | Path | None = None,
     flags: Mapping[str, Any] | None = None,
     overrides: Sequence[str] = (),
+    base: Mapping[str, Any] | None = None,
 ) -> T:
-    """Defaults < YAML file < named flags (dotted keys; None = not given) < overrides."""
-    tree: dict[str, Any] = load_yaml(yaml_path) if yaml_path else {}
+    """Defaults < ``base`` (a to_dict tree) < YAML file < named flags (dotted keys; None = not
+    given) < overrides."""
+    import copy
+
+    tree: dict[str, Any] = copy.deepcopy(dict(base)) if base else {}
+    _merge(tree, load_yaml(yaml_path) if yaml_path else {})
     for dotted, value in (flags or {}).items():
         if value is not None:
             _set_dotted(tree, dotted, value)

@@ -89,3 +89,45 @@ def evaluate_main(argv: list[str] | None = None, doc: str = "") -> None:
     print(table)
     if args.output_json:
         Path(args.output_json).write_text(json.dumps(scores, indent=2))
+
+
+def sweep_main(argv: list[str] | None = None, doc: str = "") -> None:
+    """``jobs/tune_sweep.py``: a Ray Tune sweep of one loss's weight (plus lr) over the training job."""
+    from framecall.train.config import TrainJobConfig
+    from framecall.train.sweep import SWEEPS, SweepSection, run_sweep
+
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--loss", required=True, choices=sorted(SWEEPS), help="which sweep: lambda or pos_weight_scale")
+    p.add_argument("--config", help="training YAML (e.g. a train job's) used for every trial")
+    p.add_argument("--sweep", help="YAML with SweepSection keys (space, baseline, num_samples, scheduler, ...)")
+    p.add_argument("--data", help="shard directory")
+    p.add_argument("--num-samples", type=int)
+    p.add_argument("--max-concurrent-trials", type=int)
+    p.add_argument("--output", default="runs/tune_sweep")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted sweep (Tuner.restore)")
+    p.add_argument("overrides", nargs="*", help="train.max_steps=400 ... and sweep.grace_period=2 ...")
+    args = p.parse_args(argv)
+    from framecall.config import load_yaml
+
+    preset = SWEEPS[args.loss]
+    train_overrides = [o for o in args.overrides if not o.startswith("sweep.")]
+    sweep_overrides = [o[len("sweep."):] for o in args.overrides if o.startswith("sweep.")]
+    try:
+        base = build_config(TrainJobConfig, args.config, {"data.data_dir": args.data},
+                            [*preset["base"], *train_overrides])
+        sweep_tree = {"space": preset["space"], "baseline": preset["baseline"], **(load_yaml(args.sweep)
+                                                                                   if args.sweep else {})}
+        sweep = build_config(SweepSection, flags={"num_samples": args.num_samples,
+                                                  "max_concurrent_trials": args.max_concurrent_trials},
+                             overrides=sweep_overrides, base=sweep_tree)
+        result = run_sweep(base, sweep, args.output, resume=args.resume)
+    except (ConfigError, ValueError) as e:
+        p.error(str(e))
+    print()
+    print(result.table)
+    print()
+    print(f"best: {result.best_point}  ({sweep.metric} = {result.best_metric:.4f})")
+    print(f"best config: {result.best_config_path}")
+    print(f"  train it: python jobs/train_{'interpolated' if args.loss == 'interpolated' else 'binary'}.py "
+          f"--config {result.best_config_path}")
+    print(f"MLflow parent run {result.parent_run_id}; wall time {result.wall_s:.0f} s")

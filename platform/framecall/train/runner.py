@@ -100,7 +100,15 @@ def _use_gpu(setting: str) -> bool:
     return ray.cluster_resources().get("GPU", 0) > 0
 
 
-def fit(cfg: TrainJobConfig) -> FitResult:
+def fit(cfg: TrainJobConfig, callbacks: list | None = None, run_tags: dict[str, str] | None = None,
+        evaluate_test: bool = True) -> FitResult:
+    """Train (Ray Train, ``cfg.ray.num_workers`` workers), then evaluate the best checkpoint on
+    the test split, log and register it.
+
+    ``callbacks``: extra Ray Train callbacks (a Tune trial passes TuneReportCallback);
+    ``run_tags``: extra MLflow tags (``mlflow.parentRunId`` nests a trial under its sweep);
+    ``evaluate_test=False`` stops after training (sweep trials compare on validation).
+    """
     import ray
     import ray.train
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
@@ -163,7 +171,7 @@ def fit(cfg: TrainJobConfig) -> FitResult:
             tracking_uri, cfg.mlflow.experiment, output / "mlartifacts", cfg.mlflow.run_name,
             params={**to_dict(cfg), "provenance": provenance, "seed": cfg.train.seed},
             tags={"framecall.head": cfg.head, "framecall.loss": cfg.loss_name, "framecall.tasks": ",".join(tasks),
-                  "framecall.model": cfg.model.name},
+                  "framecall.model": cfg.model.name, **(run_tags or {})},
         )
     base_manifest = {
         "backbone": cfg.model.name, "model_type": model_type, "head": cfg.head,
@@ -192,12 +200,16 @@ def fit(cfg: TrainJobConfig) -> FitResult:
                                                checkpoint_score_attribute="select_metric",
                                                checkpoint_score_order="max"),
             failure_config=FailureConfig(max_failures=cfg.ray.max_failures),
+            callbacks=callbacks,
         ),
         datasets=datasets,
     )
     result = trainer.fit()
     best = max(result.best_checkpoints, key=lambda cm: cm[1]["select_metric"])[0] if result.best_checkpoints \
         else result.checkpoint
+    if not evaluate_test:
+        tracking.RunLogger(tracking_uri, run_id).finish()
+        return FitResult(output, Path(best.path), run_id, tracking_uri, {}, "", time.time() - t0)
     best_dir = output / "best"
     if best_dir.exists():
         shutil.rmtree(best_dir)

@@ -1,0 +1,275 @@
+"""Ray Tune sweeps over the training job: the interpolation weight lambda, the binary
+class-weight scale, the learning rate, ... Each trial runs the very ``fit()`` of the
+training jobs (a TorchTrainer of ``train_loop_per_worker``) with Tune's
+``TuneReportCallback``, which forwards rank 0's validation reports to Tune; ASHA stops
+weak trials between evaluations.
+
+MLflow: one parent run for the sweep, one child run per trial (``mlflow.parentRunId``);
+the best trial is tagged, and its full training config is written to
+``OUTPUT/best_config.yaml``, which ``jobs/train_*.py --config`` accepts unchanged.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from framecall.config import ConfigError, build_config, save_yaml, to_dict
+from framecall.frames.losses import get_frame_loss
+from framecall.train.config import TrainJobConfig
+
+PARAM_TYPES = ("loguniform", "uniform", "choice", "grid")
+SWEEPS = {
+    # --loss interpolated: lambda over two decades, plus lambda = 0 (the token baseline) as its own trial
+    "interpolated": {"base": ["train.objective=interpolated", "train.loss=poisson"],
+                     "space": {"train.interp_lambda": {"type": "loguniform", "low": 0.01, "high": 1.0},
+                               "train.lr": {"type": "loguniform", "low": 3e-4, "high": 3e-3}},
+                     "baseline": {"train.interp_lambda": 0.0}},
+    # --loss binary: the class-weight scale 0.25x-4x around #neg/#pos
+    "binary": {"base": ["train.objective=frame", "train.loss=binary", "eval.default_decoder=topn_nms",
+                        "eval.decoders=[topn_nms,topk]"],
+               "space": {"train.loss_options.pos_weight_scale": {"type": "loguniform", "low": 0.25, "high": 4.0},
+                         "train.lr": {"type": "loguniform", "low": 3e-4, "high": 3e-3}},
+               "baseline": {}},
+}
+
+
+@dataclass
+class SweepSection:
+    space: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Dotted training-config key -> {type: loguniform|uniform, low, high} or {type: choice|grid, values}."""
+    baseline: dict[str, Any] = field(default_factory=dict)
+    """One extra trial with these fixed values (e.g. train.interp_lambda: 0), run first."""
+    num_samples: int = 8
+    """Sampled trials (for grid: repeats of the whole grid)."""
+    search: str = "random"
+    """random | grid (every param must then be a grid)."""
+    scheduler: str = "asha"
+    """asha (stop weak trials at rungs) | fifo (run every trial to the end)."""
+    grace_period: int = 1
+    """Evaluations every trial gets before ASHA may stop it."""
+    reduction_factor: int = 2
+    max_concurrent_trials: int = 1
+    """Trials at once; each takes ray.num_workers x ray.cpus_per_worker CPUs (and GPUs)."""
+    metric: str = "select_metric"
+    """A validation metric of the reports (select_metric = the job's checkpoint metric)."""
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.search not in ("random", "grid"):
+            raise ValueError(f"sweep.search must be random or grid, got {self.search!r}")
+        if self.scheduler not in ("asha", "fifo"):
+            raise ValueError(f"sweep.scheduler must be asha or fifo, got {self.scheduler!r}")
+        if self.num_samples < 1 or self.max_concurrent_trials < 1 or self.grace_period < 1:
+            raise ValueError("sweep.num_samples, max_concurrent_trials and grace_period must be >= 1")
+
+
+def _check_param(key: str, spec: dict[str, Any]) -> list[Any]:
+    """-> representative values of one parameter (for the config check); raises on a bad spec."""
+    kind = spec.get("type")
+    if kind not in PARAM_TYPES:
+        raise ConfigError(f"sweep.space.{key}: type must be one of {list(PARAM_TYPES)}, got {kind!r}")
+    if kind in ("choice", "grid"):
+        values = spec.get("values")
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"sweep.space.{key}: {kind} needs a non-empty list 'values'")
+        return values
+    low, high = spec.get("low"), spec.get("high")
+    if not all(isinstance(v, (int, float)) for v in (low, high)) or not low < high:
+        raise ConfigError(f"sweep.space.{key}: needs numbers low < high, got low={low} high={high}")
+    if kind == "loguniform" and low <= 0:
+        raise ConfigError(f"sweep.space.{key}: loguniform needs low > 0, got {low}")
+    return [low, high]
+
+
+def validate_sweep(base: dict[str, Any], sweep: SweepSection) -> None:
+    """Refuse a bad search space before any trial starts: unknown keys, empty choices,
+    out-of-range values (every listed value and both bounds are built into a config)."""
+    if not sweep.space:
+        raise ConfigError("sweep.space is empty: nothing to sweep")
+    if sweep.search == "grid" and any(s.get("type") != "grid" for s in sweep.space.values()):
+        raise ConfigError("sweep.search=grid needs every parameter of type grid")
+    points = [dict(sweep.baseline)] if sweep.baseline else []
+    for key, spec in sweep.space.items():
+        points += [{key: v} for v in _check_param(key, spec)]
+    for point in points:
+        cfg = trial_config(base, point)
+        for key in point:  # loss options must be keyword arguments of the loss
+            if key.startswith("train.loss_options."):
+                name = key.rsplit(".", 1)[1]
+                params = inspect.signature(get_frame_loss(cfg.train.loss)).parameters
+                if name not in params:
+                    raise ConfigError(f"sweep.space.{key}: loss {cfg.train.loss!r} has no option {name!r}; "
+                                      f"it takes {[p for p in params][3:]}")
+
+
+def trial_config(base: dict[str, Any], point: dict[str, Any]) -> TrainJobConfig:
+    """The training config of one trial: the base config with the sampled values set."""
+    overrides = [f"{k}={json.dumps(v)}" for k, v in point.items()]
+    try:
+        return build_config(TrainJobConfig, overrides=overrides, flags={}, base=base)
+    except ValueError as e:
+        raise ConfigError(f"sweep point {point}: {e}") from None
+
+
+def _search_space(sweep: SweepSection) -> dict[str, Any]:
+    from ray import tune
+
+    space = {}
+    for key, spec in sweep.space.items():
+        kind = spec["type"]
+        space[key] = {"loguniform": lambda s: tune.loguniform(s["low"], s["high"]),
+                      "uniform": lambda s: tune.uniform(s["low"], s["high"]),
+                      "choice": lambda s: tune.choice(s["values"]),
+                      "grid": lambda s: tune.grid_search(s["values"])}[kind](spec)
+    return space
+
+
+def _trial(config: dict[str, Any]) -> None:
+    """One Tune trial: the training job's fit() with Tune reporting and a nested MLflow run."""
+    from ray import tune
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    point = {k: v for k, v in config.items() if not k.startswith("_")}
+    cfg = trial_config(config["_base"], point)
+    trial_dir = Path(config["_output"]) / "trials" / tune.get_context().get_trial_id()
+    cfg.output = str(trial_dir)
+    cfg.mlflow.tracking_uri = config["_tracking_uri"]
+    cfg.mlflow.experiment = config["_experiment"]
+    cfg.mlflow.run_name = f"trial {tune.get_context().get_trial_id()}"
+    cfg.mlflow.register = False
+    fit_kwargs = {"callbacks": [TuneReportCallback()], "evaluate_test": False,
+                  "run_tags": {"mlflow.parentRunId": config["_parent_run_id"], "framecall.sweep_point": json.dumps(point),
+                               "framecall.trial_id": tune.get_context().get_trial_id()}}
+    from framecall.train.runner import fit
+
+    fit(cfg, **fit_kwargs)
+
+
+@dataclass
+class SweepResult:
+    best_point: dict[str, Any]
+    best_metric: float
+    best_config_path: Path
+    parent_run_id: str
+    trials: list[dict[str, Any]]
+    table: str
+    wall_s: float
+
+
+def run_sweep(base_cfg: TrainJobConfig, sweep: SweepSection, output: str | Path, resume: bool = False) -> SweepResult:
+    """Run (or, with ``resume``, continue) the sweep; -> the best point, its config file, the table."""
+    import ray
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.search import BasicVariantGenerator
+
+    from framecall.train import tracking
+
+    t0 = time.time()
+    output = Path(output).resolve()
+    base = to_dict(base_cfg)
+    validate_sweep(base, sweep)  # before Ray, MLflow or any trial
+    output.mkdir(parents=True, exist_ok=True)
+    tracking_uri = base_cfg.mlflow.tracking_uri or tracking.default_tracking_uri(output)
+    state_file = output / "sweep_state.json"
+    if not ray.is_initialized():
+        ray.init(address=base_cfg.ray.address, include_dashboard=False, configure_logging=False)
+    tune_dir = output / "tune"
+    name = "sweep"
+    if resume:
+        if not state_file.is_file() or not tune.Tuner.can_restore(str(tune_dir / name)):
+            raise FileNotFoundError(f"--resume: no sweep to resume under {output}")
+        parent = json.loads(state_file.read_text())["parent_run_id"]
+    else:
+        parent = tracking.start_run(tracking_uri, base_cfg.mlflow.experiment, output / "mlartifacts",
+                                    base_cfg.mlflow.run_name or "sweep",
+                                    params={"sweep": to_dict(sweep), "base": base},
+                                    tags={"framecall.sweep": "parent", "framecall.loss": base_cfg.loss_name})
+        state_file.write_text(json.dumps({"parent_run_id": parent}))
+    fixed = {"_base": base, "_output": str(output), "_tracking_uri": tracking_uri, "_parent_run_id": parent,
+             "_experiment": base_cfg.mlflow.experiment}
+    # a trial only coordinates: the CPUs belong to its Train workers
+    trainable = tune.with_resources(_trial, {"CPU": 0.01})
+    if resume:
+        tuner = tune.Tuner.restore(str(tune_dir / name), trainable=trainable, resume_errored=True)
+    else:
+        points = [{**{k: _midpoint(s) for k, s in sweep.space.items()}, **sweep.baseline}] if sweep.baseline else None
+        searcher = BasicVariantGenerator(points_to_evaluate=points, random_state=sweep.seed,
+                                         max_concurrent=sweep.max_concurrent_trials)
+        scheduler = (ASHAScheduler(time_attr="training_iteration", grace_period=sweep.grace_period,
+                                   reduction_factor=sweep.reduction_factor,
+                                   max_t=max(1, -(-base_cfg.train.max_steps // base_cfg.train.eval_every)))
+                     if sweep.scheduler == "asha" else FIFOScheduler())
+        tuner = tune.Tuner(
+            trainable, param_space={**_search_space(sweep), **fixed},
+            tune_config=tune.TuneConfig(metric=sweep.metric, mode="max", search_alg=searcher, scheduler=scheduler,
+                                        # the baseline point is one of the generator's samples: add it on top
+                                        num_samples=sweep.num_samples + (1 if points else 0)),
+            run_config=tune.RunConfig(name=name, storage_path=str(tune_dir)),
+        )
+    grid = tuner.fit()
+    trials = []
+    for r in grid:
+        point = {k: v for k, v in r.config.items() if not k.startswith("_")}
+        history = r.metrics_dataframe
+        trials.append({"trial_id": r.metrics.get("trial_id") if r.metrics else None, "point": point,
+                       "metric": float(history[sweep.metric].max()) if history is not None and sweep.metric in history
+                       else float("nan"),
+                       "evaluations": int(r.metrics.get("training_iteration", 0)) if r.metrics else 0,
+                       "error": str(r.error)[:300] if r.error else None})
+    done = [t for t in trials if t["metric"] == t["metric"]]
+    if not done:
+        raise RuntimeError(f"no trial reported {sweep.metric}: {[t['error'] for t in trials]}")
+    best = max(done, key=lambda t: t["metric"])
+    best_cfg = trial_config(base, best["point"])
+    best_cfg.output = str(output / "best_train")
+    best_cfg.resume = False
+    config_path = output / "best_config.yaml"
+    save_yaml(best_cfg, config_path)
+    logger = tracking.RunLogger(tracking_uri, parent)
+    _tag_best(tracking_uri, parent, best)
+    table = sweep_table(trials, sweep, base_cfg)
+    logger.text(table, "sweep_table.md")
+    logger.client.log_artifact(parent, str(config_path))
+    logger.metrics({f"best_{sweep.metric}": best["metric"]}, step=0)
+    logger.set_tag("framecall.best_point", json.dumps(best["point"]))
+    logger.finish()
+    (output / "sweep_table.md").write_text(table + "\n")
+    return SweepResult(best["point"], best["metric"], config_path, parent, trials, table, time.time() - t0)
+
+
+def _midpoint(spec: dict[str, Any]) -> Any:
+    if spec["type"] in ("choice", "grid"):
+        return spec["values"][0]
+    if spec["type"] == "loguniform":
+        return float((spec["low"] * spec["high"]) ** 0.5)
+    return float((spec["low"] + spec["high"]) / 2)
+
+
+def _tag_best(tracking_uri: str, parent: str, best: dict[str, Any]) -> None:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    children = client.search_runs([client.get_run(parent).info.experiment_id],
+                                  filter_string=f"tags.mlflow.parentRunId = '{parent}'")
+    for run in children:
+        is_best = run.data.tags.get("framecall.sweep_point") == json.dumps(best["point"])
+        client.set_tag(run.info.run_id, "framecall.best_trial", str(is_best).lower())
+
+
+def sweep_table(trials: list[dict[str, Any]], sweep: SweepSection, base: TrainJobConfig) -> str:
+    keys = list(sweep.space) + [k for k in sweep.baseline if k not in sweep.space]
+    max_evals = max(1, -(-base.train.max_steps // base.train.eval_every))
+    lines = ["| " + " | ".join([*keys, sweep.metric, "evaluations", "status"]) + " |",
+             "|" + "---|" * (len(keys) + 3)]
+    for t in sorted(trials, key=lambda t: -t["metric"] if t["metric"] == t["metric"] else 1e9):
+        status = "error" if t["error"] else ("stopped early (ASHA)" if t["evaluations"] < max_evals else "finished")
+        cells = [f"{t['point'].get(k):.4g}" if isinstance(t["point"].get(k), float) else str(t["point"].get(k))
+                 for k in keys]
+        lines.append("| " + " | ".join([*cells, f"{t['metric']:.4f}", str(t["evaluations"]), status]) + " |")
+    return "\n".join(lines)

@@ -1,0 +1,69 @@
+"""Ray Tune sweeps: search-space validation up front, a real 2-trial sweep, resume."""
+
+import pytest
+
+from framecall.config import ConfigError, build_config, to_dict
+from framecall.train.config import TrainJobConfig
+from framecall.train.sweep import SWEEPS, SweepSection, run_sweep, validate_sweep
+from tests_helpers import train_config
+
+
+def _sweep(**kw):
+    tree = {"space": SWEEPS["interpolated"]["space"], "baseline": {"train.interp_lambda": 0.0}}
+    tree.update(kw)
+    return build_config(SweepSection, base=tree)
+
+
+@pytest.mark.parametrize("space,message", [
+    ({"train.interp_lambda": {"type": "loguniform", "low": -0.1, "high": 1.0}}, "loguniform needs low > 0"),
+    ({"train.interp_lambda": {"type": "choice", "values": [-0.5, 0.1]}}, "interp_lambda must be >= 0"),
+    ({"train.interp_lambda": {"type": "choice", "values": []}}, "non-empty list"),
+    ({"train.lambdaa": {"type": "uniform", "low": 0.0, "high": 1.0}}, r"unknown config key\(s\) \['train.lambdaa'\]"),
+    ({"train.loss_options.alpha": {"type": "uniform", "low": 0.0, "high": 1.0}}, "has no option 'alpha'"),
+    ({"train.lr": {"type": "lognormal", "low": 0.1, "high": 1.0}}, "type must be one of"),
+    ({"train.lr": {"type": "uniform", "low": 1.0, "high": 0.1}}, "low < high"),
+    ({}, "sweep.space is empty"),
+])
+def test_invalid_search_space_is_refused_before_any_trial(space, message, tmp_path):
+    base = build_config(TrainJobConfig, overrides=["train.objective=interpolated"])
+    sweep = _sweep(space=space, baseline={})
+    with pytest.raises(ConfigError, match=message):
+        validate_sweep(to_dict(base), sweep)
+    with pytest.raises(ConfigError, match=message):
+        run_sweep(base, sweep, tmp_path / "sweep")
+    assert not (tmp_path / "sweep").exists()  # nothing started, nothing written
+
+
+@pytest.mark.slow
+def test_two_trial_sweep_tracks_children_writes_a_trainable_best_config_and_resumes(
+        ray_session, tiny_words_all, mlflow_uri, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from framecall.train.runner import fit
+
+    base = train_config(tmp_path, tiny_words_all, mlflow_uri, steps=4, **{
+        "train.objective": "interpolated", "eval.max_new_tokens": 8, "ray.num_workers": 1,
+        "mlflow.experiment": "sweep-test"})
+    sweep = _sweep(num_samples=1, grace_period=1)  # the lambda = 0 baseline + 1 sampled trial
+    result = run_sweep(base, sweep, tmp_path / "sweep")
+    assert len(result.trials) == 2 and all(t["error"] is None for t in result.trials)
+    assert sorted(t["point"]["train.interp_lambda"] == 0.0 for t in result.trials) == [False, True]
+    assert all(t["evaluations"] >= 1 for t in result.trials)
+    client = MlflowClient(mlflow_uri)
+    exp = client.get_experiment_by_name("sweep-test").experiment_id
+    children = client.search_runs([exp], filter_string=f"tags.mlflow.parentRunId = '{result.parent_run_id}'")
+    assert len(children) == 2
+    assert sorted(c.data.tags["framecall.best_trial"] for c in children) == ["false", "true"]
+    assert all("val/tokens_acc20ms" in c.data.metrics and "val/topn_nms_acc20ms" in c.data.metrics for c in children)
+    parent = client.get_run(result.parent_run_id)
+    assert "best_config.yaml" in {a.path for a in client.list_artifacts(result.parent_run_id)}
+    assert parent.info.status == "FINISHED" and "| train.interp_lambda |" in result.table
+    # the best config trains as it is
+    best = build_config(TrainJobConfig, result.best_config_path)
+    assert best.train.interp_lambda == pytest.approx(result.best_point["train.interp_lambda"])
+    trained = fit(best)
+    assert trained.best_checkpoint.is_dir()
+    # resuming the finished sweep re-runs nothing
+    again = run_sweep(base, sweep, tmp_path / "sweep", resume=True)
+    assert again.parent_run_id == result.parent_run_id and len(again.trials) == 2
+    assert len(client.search_runs([exp], filter_string=f"tags.mlflow.parentRunId = '{result.parent_run_id}'")) == 2
