@@ -1,0 +1,29 @@
+"""Reproduce the paper's findings in miniature: Tables 2, 4 and 5 and decoders x losses.
+
+Trains every model with the same budget, evaluates, writes OUTPUT/tables.md. Resumable:
+finished runs (OUTPUT/<run>/test_metrics.json) are reused. ~18 models.
+
+    python jobs/reproduce.py --steps 500 --output runs/reproduce          # the full run (see BENCHMARKS.md)
+    python jobs/reproduce.py --quick --output /tmp/repro                   # CI: tables are produced
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "platform"))
+
+from framecall.bench.reproduce import ReproduceConfig, Reproduction  # noqa: E402
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--output", default="runs/reproduce")
+    p.add_argument("--data-root", help="where the corpora are made (default OUTPUT/data)")
+    p.add_argument("--steps", type=int, default=500)
+    p.add_argument("--eval-every", type=int, default=100)
+    p.add_argument("--num-items", type=int, default=2000)
+    p.add_argument("--quick", action="store_true")
+    args = p.parse_args()
+    cfg = ReproduceConfig(output=args.output, data_root=args.data_root or str(Path(args.output) / "data"),
+                          steps=args.steps, eval_every=args.eval_every, num_items=args.num_items, quick=args.quick)
+    print(Reproduction(cfg).run())
