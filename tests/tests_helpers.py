@@ -13,7 +13,7 @@ def train_config(tmp_path, data, mlflow_uri, loss="poisson", steps=4, **extra):
                         overrides=overrides)
 
 
-def make_checkpoint(path, tasks, head="poisson", model="tiny-omni", seed=0):
+def make_checkpoint(path, tasks, head="poisson", model="tiny-omni", seed=0, token_output=False):
     """An untrained but non-trivial checkpoint (random head) with a real manifest, no Ray."""
     from pathlib import Path
 
@@ -32,7 +32,8 @@ def make_checkpoint(path, tasks, head="poisson", model="tiny-omni", seed=0):
     write_manifest(path, {"backbone": model, "model_type": "qwen2_5_omni", "head": head, "loss": head,
                           "default_decoder": "topn_nms", "frame_s": 0.04, "subframes": 4, "finetune": "full",
                           "features": FeatureParams().to_dict(), "tasks": list(tasks), "global_step": 0,
-                          "nms_min_separation": 3})
+                          "nms_min_separation": 3, "token_output": token_output,
+                          "token_prompt_order": "question_first"})
     return path
 
 

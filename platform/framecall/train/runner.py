@@ -157,6 +157,9 @@ def fit(cfg: TrainJobConfig, callbacks: list | None = None, run_tags: dict[str, 
             parts.append((ds, weight))
         if name == "train":
             datasets[name] = mix_datasets(parts, cfg.train.seed)
+            if cfg.data.cache_features and len(parts) > 1:
+                # run the mixture's shuffle now: once the workers hold every CPU it could not be scheduled
+                datasets[name] = datasets[name].materialize()
         else:  # validation: every row of every source, scored per task
             datasets[name] = parts[0][0].union(*[p for p, _ in parts[1:]]) if len(parts) > 1 else parts[0][0]
         datasets[name].context.enable_progress_bars = False

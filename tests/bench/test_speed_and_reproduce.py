@@ -1,0 +1,45 @@
+"""bench_speed measures both paths per bucket; reproduce --quick produces every table."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from framecall.bench.speed import bench_speed, speed_figure, speed_table
+from framecall.models.frame_model import CheckpointError
+from tests_helpers import make_checkpoint
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_bench_speed_times_both_paths_per_bucket(words_all_dir, tmp_path):
+    ckpt = make_checkpoint(tmp_path / "ckpt", ["words_all"], token_output=True)
+    report = bench_speed(str(ckpt), str(words_all_dir), split=None, batch_sizes=(1, 2), repeats=1, warmup=0)
+    rows = report["results"]
+    assert {r["batch_size"] for r in rows} == {1, 2}
+    assert {r["bucket"] for r in rows} <= {"1-5", "6-10", "11-15", "16-20", "21-25", "26+"} and len(rows) >= 2
+    for r in rows:
+        assert r["generation_s"] > 0 and r["frame_s"] > 0 and r["speedup"] == r["generation_s"] / r["frame_s"]
+        assert r["generated_tokens"] >= 2 * r["mean_words"]  # a JSON list: at least a number and a comma per word
+    assert "| 1-5 | 1 |" in speed_table(report) or "| 6-10 | 1 |" in speed_table(report)
+    speed_figure(report).savefig(tmp_path / "fig.png")
+    assert (tmp_path / "fig.png").stat().st_size > 1000
+    frame_only = make_checkpoint(tmp_path / "frame_only", ["words_all"])
+    with pytest.raises(CheckpointError, match="token output"):
+        bench_speed(str(frame_only), str(words_all_dir))
+
+
+@pytest.mark.slow
+def test_reproduce_quick_produces_every_table(tmp_path):
+    out = tmp_path / "repro"
+    done = subprocess.run([sys.executable, "jobs/reproduce.py", "--quick", "--output", str(out)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=1200)
+    assert done.returncode == 0, done.stderr[-3000:]
+    tables = (out / "tables.md").read_text()
+    for title in ("Table 2", "Table 4", "harder case", "Table 5", "Decoders x Poisson losses"):
+        assert title in tables
+    for row in ("| tokens |", "| Poisson |", "| binary |", "| token output |", "| poisson_conditional | topn_nms |"):
+        assert row in tables, row
+    assert len(json.loads((out / "walls.json").read_text())) == 15  # every model trained once (quick: Table 4 shares)
