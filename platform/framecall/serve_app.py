@@ -300,13 +300,14 @@ def build_app(args: dict[str, Any]):
         max_ongoing_requests=settings.max_ongoing_requests, max_queued_requests=settings.max_queued_requests,
         user_config={"max_batch_size": settings.max_batch_size, "batch_wait_timeout_s": settings.batch_wait_timeout_s},
     ).bind(plain)
-    ingress = Ingress
+    # the ingress must admit as many requests as the model may batch (Serve's default is 5)
+    options: dict[str, Any] = {"max_ongoing_requests": settings.max_ongoing_requests}
     if settings.api_key_env and os.environ.get(settings.api_key_env):
         # the builder's process has the key (serve run, or a test): hand it to the ingress
         # replica, which otherwise sees only its node's environment
-        ingress = Ingress.options(ray_actor_options={
-            "num_cpus": 0.5, "runtime_env": {"env_vars": {settings.api_key_env: os.environ[settings.api_key_env]}}})
-    return ingress.bind(model, plain)
+        options["ray_actor_options"] = {
+            "num_cpus": 0.5, "runtime_env": {"env_vars": {settings.api_key_env: os.environ[settings.api_key_env]}}}
+    return Ingress.options(**options).bind(model, plain)
 
 
 __all__ = ["build_app", "app", "FrameModelServer", "Ingress"]

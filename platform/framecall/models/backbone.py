@@ -133,6 +133,45 @@ class QwenAudioBackbone(nn.Module):
         body = f"{question}{audio}" if order == "question_first" else f"{audio}{question}"
         return f"<|im_start|>user\n{body}<|im_end|>\n<|im_start|>assistant\n"
 
+    def multi_prompt_text(self, question: str, tokens_per_clip: list[int], order: PromptOrder = "audio_first",
+                          answer_hint: str = " Put your final answer inside <answer></answer>.") -> str:
+        """Several clips in one turn, Qwen2-Audio's interleaved form (the Omni thinker takes the
+        same placeholders): "Audio 1: <audio> Audio 2: <audio> ... question"."""
+        audios = "".join(f"Audio {k + 1}: <|audio_bos|>" + "<|AUDIO|>" * n + "<|audio_eos|>\n"
+                         for k, n in enumerate(tokens_per_clip))
+        body = f"{audios}{question}{answer_hint}" if order == "audio_first" else f"{question}{answer_hint}\n{audios}"
+        return f"<|im_start|>user\n{body}<|im_end|>\n<|im_start|>assistant\n"
+
+    @torch.no_grad()
+    def generate_multi(self, questions: list[str], clip_features: list[list[torch.Tensor]],
+                       order: PromptOrder = "audio_first", max_new_tokens: int = 64) -> list[str]:
+        """Greedy answers about several clips per item. clip_features[b][k]: log-mel [M, F_k].
+
+        The encoder sees every clip of the batch as its own row (features [sum_k, M, F_max]); the
+        model fills the placeholder runs in order, so the prompt and the rows must agree.
+        """
+        device, dtype = self._device_dtype()
+        flat = [f for clips in clip_features for f in clips]
+        f_max = max(f.shape[-1] for f in flat)
+        if self.feature_params.pad_to_seconds is not None:
+            f_max = self.feature_params.num_frames(0)
+            if any(f.shape[-1] > f_max for f in flat):
+                raise ValueError(f"a clip is longer than {self.feature_params.pad_to_seconds} s for {self.model_type}")
+        feats = torch.zeros(len(flat), flat[0].shape[0], f_max)
+        fmask = torch.zeros(len(flat), f_max, dtype=torch.long)
+        for i, f in enumerate(flat):
+            feats[i, :, : f.shape[-1]] = f
+            fmask[i, : f.shape[-1]] = 1
+        texts = [self.multi_prompt_text(q, [self.tokens_for_frames(f.shape[-1]) for f in clips], order)
+                 for q, clips in zip(questions, clip_features)]
+        enc = self.tokenizer(texts, return_tensors="pt", padding=True, padding_side="left")
+        out = self.model.generate(
+            input_ids=enc["input_ids"].to(device), attention_mask=enc["attention_mask"].to(device),
+            input_features=feats.to(device, dtype), feature_attention_mask=fmask.to(device),
+            max_new_tokens=max_new_tokens, do_sample=False, use_cache=True,
+            eos_token_id=self.tokenizer.eos_token_id, pad_token_id=self.tokenizer.pad_token_id)
+        return self.tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+
     def build_inputs(self, prompts: list[str], features: torch.Tensor, feature_mask: torch.Tensor,
                      order: PromptOrder | None = None, targets: list[str] | None = None,
                      padding_side: str = "right") -> AudioBatchInputs:

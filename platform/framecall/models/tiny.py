@@ -3,6 +3,7 @@
 ``tiny-omni``: a Qwen2.5-Omni *thinker* (audio encoder + Qwen2 decoder with M-RoPE; the
 vision tower is present because the class builds one, at minimum size).
 ``tiny-qwen2-audio``: Qwen2-Audio (Whisper-style encoder, 30 s windows, Qwen2 decoder).
+``tiny-judge``: a text-only Qwen2 causal LM, the offline stand-in for an LLM judge.
 
 :func:`ensure_tiny` writes ``config.json``, weights and the offline tokenizer with
 ``save_pretrained`` into the framecall cache, then every consumer loads that directory
@@ -18,7 +19,7 @@ from pathlib import Path
 
 from framecall.cache import cache_dir
 
-TINY_PRESETS = ("tiny-omni", "tiny-qwen2-audio")
+TINY_PRESETS = ("tiny-omni", "tiny-qwen2-audio", "tiny-judge")
 _VERSION = "v1"  # bump when a preset changes: the cache key
 
 
@@ -67,6 +68,10 @@ def build_tiny(name: str, tokenizer, hidden: int = 128, layers: int = 3, heads: 
             audio_token_index=ids("<|AUDIO|>"),
         )
         return Qwen2AudioForConditionalGeneration(config)
+    if name == "tiny-judge":  # a text-only Qwen2 causal LM: the offline stand-in for an LLM judge
+        from transformers import Qwen2Config, Qwen2ForCausalLM
+
+        return Qwen2ForCausalLM(Qwen2Config(**_text_kwargs(vocab, hidden, 2, heads)))
     raise ValueError(f"unknown tiny preset {name!r}; valid: {list(TINY_PRESETS)}")
 
 
