@@ -200,7 +200,8 @@ class FrameEngine:
             curve = stitch(*per_query[qi])  # [T]
             estimate = expected_count(curve) if self.head == "poisson" else None
             n = q.num_events
-            opts = {"min_separation": self.manifest.get("nms_min_separation", 3)} if self.decoder == "topn_nms" else {}
+            opts = ({"min_separation": self.manifest.get("nms_min_separation", 3)}
+                    if self.decoder in ("topn_nms", "joint_dp") else {})
             if n is not None:
                 n = min(n, curve.numel())
             pos = decode(self.decoder, curve, n, head=self.head, **opts)

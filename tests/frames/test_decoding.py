@@ -111,7 +111,7 @@ def test_topk_nms_and_peaks():
 
 
 def test_registry_and_dispatch():
-    assert set(DECODERS) == {"posterior_mode", "posterior_median", "topn_nms", "topk"}
+    assert set(DECODERS) == {"posterior_mode", "posterior_median", "topn_nms", "topk", "joint_dp"}
     with pytest.raises(ValueError, match=r"unknown decoder 'viterbi'; valid: \["):
         get_decoder("viterbi")
     with pytest.raises(ValueError, match="needs a Poisson head"):
@@ -122,3 +122,23 @@ def test_registry_and_dispatch():
     assert decode("topk", torch.tensor([-5.0, 3, -5, -5, -5, 2]), None, head="binary").tolist() == [1.5, 5.5]
     with pytest.raises(ValueError, match="NaN or inf"):
         poisson_posterior_modes(torch.tensor([0.0, float("nan")]), 1)
+
+
+def test_joint_dp_is_the_best_ordered_set_with_the_gap():
+    from itertools import combinations
+
+    from framecall.frames.decoding import joint_dp
+
+    # NMS takes the 5.0 at frame 3 first and must then drop both 4.0s (frames 1 and 5, within 2);
+    # the joint optimum with gap > 2 is frames 0/1 and 5: 4 + 4 = 8 > 5 + 1 (hand-checked below)
+    x = torch.tensor([1.0, 4.0, 0.0, 5.0, 0.0, 4.0, 0.0])
+    assert joint_dp(x, 2, min_separation=2).tolist() == [1.5, 5.5]
+    assert topn_nms(x, 2, min_separation=2).tolist() == [0.5, 3.5]  # 5 + 1 = 6 < 8
+    g = torch.Generator().manual_seed(0)
+    for _ in range(20):  # brute force on random curves
+        y = torch.randn(12, generator=g)
+        got = joint_dp(y, 3, min_separation=1)
+        best = max((c for c in combinations(range(12), 3) if all(b - a > 1 for a, b in zip(c, c[1:]))),
+                   key=lambda c: float(sum(y[i] for i in c)))
+        assert got.tolist() == [i + 0.5 for i in best]
+    assert joint_dp(x, 5, min_separation=2).numel() == 3  # only 3 fit in 7 frames with gap 3

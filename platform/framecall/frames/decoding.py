@@ -157,6 +157,40 @@ def topn_nms(scores: torch.Tensor, n: int, min_separation: int = 3) -> torch.Ten
     return torch.sort(torch.tensor(picked, dtype=torch.float64)).values + 0.5
 
 
+def joint_dp(scores: torch.Tensor, n: int, min_separation: int = 3) -> torch.Tensor:
+    """Jointly best n ordered events: maximise sum_i scores[t_i] over t_1 < ... < t_n with
+    t_{i+1} - t_i > min_separation. [T] -> [<= n] float64 frame centres.
+
+    For a Poisson head given n, the joint density of the ordered events is proportional to
+    prod_i lam(t_i), so this is the joint MAP (with a minimum gap), where the posterior mode
+    maximises each event's marginal on its own and top-n NMS picks greedily. Exact dynamic
+    programme, O(nT): best_k = cummax(shift(best_{k-1}, gap) + scores), then backtracking.
+    """
+    _check(scores, n)
+    x = scores.to(torch.float64)
+    T, gap = x.numel(), min_separation + 1
+    n = min(n, (T - 1) // gap + 1)  # more events than fit with the gap: return as many as fit
+    if n == 0:
+        return torch.zeros(0, dtype=torch.float64)
+    prev = torch.zeros(T, dtype=torch.float64)  # best_0 = 0 everywhere
+    argmaxes = []
+    for k in range(n):
+        shifted = torch.full((T,), _NEG_INF, dtype=torch.float64)
+        if k == 0:
+            shifted[:] = 0.0
+        elif gap < T:
+            shifted[gap:] = prev[: T - gap]
+        best, idx = torch.cummax(shifted + x, 0)
+        argmaxes.append(idx)
+        prev = best
+    picked, t = [], T - 1
+    for k in range(n - 1, -1, -1):
+        f = int(argmaxes[k][t])
+        picked.append(f)
+        t = f - gap
+    return torch.tensor(picked[::-1], dtype=torch.float64) + 0.5
+
+
 def pick_peaks(scores: torch.Tensor, threshold: float, min_separation: int = 3) -> torch.Tensor:
     """Peaks above ``threshold`` for unknown n (NMS until the best left is below it). -> [m]."""
     _check(scores, 0)
@@ -180,6 +214,7 @@ DECODERS: dict[str, Callable[[torch.Tensor, int], torch.Tensor]] = {
     "posterior_median": poisson_posterior_medians,
     "topn_nms": topn_nms,
     "topk": _topk_centres,
+    "joint_dp": joint_dp,
 }
 
 POISSON_ONLY = ("posterior_mode", "posterior_median")
