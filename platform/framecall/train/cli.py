@@ -77,7 +77,7 @@ def evaluate_main(argv: list[str] | None = None, doc: str = "") -> None:
                    help="checkpoint directory (with manifest.json) or models:/name/version (MLFLOW_TRACKING_URI)")
     p.add_argument("--data", required=True, help="shard directory; several separated by commas")
     p.add_argument("--split", default="test", help="split to evaluate ('all' for every row)")
-    p.add_argument("--decoders", default="topn_nms,posterior_mode,posterior_median,topk,tokens",
+    p.add_argument("--decoders", default="topn_nms,posterior_mode,posterior_median,joint_dp,topk,tokens",
                    help="frame decoders and/or 'tokens' (generated answers); those the model lacks are skipped")
     p.add_argument("--max-new-tokens", type=int, default=256)
     p.add_argument("--max-items", type=int)
