@@ -1,18 +1,12 @@
 """bench_speed measures both paths per bucket; reproduce --quick produces every table."""
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from framecall.bench.speed import bench_speed, speed_figure, speed_table
 from framecall.models.frame_model import CheckpointError
 from tests_helpers import make_checkpoint
-
-ROOT = Path(__file__).resolve().parents[2]
-
 
 def test_bench_speed_times_both_paths_per_bucket(words_all_dir, tmp_path):
     ckpt = make_checkpoint(tmp_path / "ckpt", ["words_all"], token_output=True)
@@ -32,12 +26,14 @@ def test_bench_speed_times_both_paths_per_bucket(words_all_dir, tmp_path):
 
 
 @pytest.mark.slow
-def test_reproduce_quick_produces_every_table(tmp_path):
-    out = tmp_path / "repro"
-    done = subprocess.run([sys.executable, "jobs/reproduce.py", "--quick", "--output", str(out)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=1200)
-    assert done.returncode == 0, done.stderr[-3000:]
+def test_reproduce_quick_produces_every_table(ray_session, mlflow_uri, tmp_path):
+    from framecall.bench.reproduce import ReproduceConfig, Reproduction
+
+    out = tmp_path / "repro"  # in-process: the session's Ray (a second cluster on one machine is trouble)
+    text = Reproduction(ReproduceConfig(output=str(out), data_root=str(out / "data"), quick=True),
+                        tracking_uri=mlflow_uri).run()
     tables = (out / "tables.md").read_text()
+    assert tables == text
     for title in ("Table 2", "Table 4", "harder case", "Table 5", "Decoders x Poisson losses"):
         assert title in tables
     for row in ("| tokens |", "| Poisson |", "| binary |", "| token output |", "| poisson_conditional | topn_nms |"):
