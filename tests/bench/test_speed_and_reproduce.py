@@ -8,6 +8,7 @@ from framecall.bench.speed import bench_speed, speed_figure, speed_table
 from framecall.models.frame_model import CheckpointError
 from tests_helpers import make_checkpoint
 
+
 def test_bench_speed_times_both_paths_per_bucket(words_all_dir, tmp_path):
     ckpt = make_checkpoint(tmp_path / "ckpt", ["words_all"], token_output=True)
     report = bench_speed(str(ckpt), str(words_all_dir), split=None, batch_sizes=(1, 2), repeats=1, warmup=0)
