@@ -22,8 +22,12 @@ if __name__ == "__main__":
     p.add_argument("--steps", type=int, default=500)
     p.add_argument("--eval-every", type=int, default=100)
     p.add_argument("--num-items", type=int, default=2000)
+    p.add_argument("--lg-task", default="words", choices=["words", "speakers", "events"],
+                   help="task of the length-generalization tables")
+    p.add_argument("--tables", default="table2,table4,table5,decoders")
     p.add_argument("--quick", action="store_true")
     args = p.parse_args()
     cfg = ReproduceConfig(output=args.output, data_root=args.data_root or str(Path(args.output) / "data"),
-                          steps=args.steps, eval_every=args.eval_every, num_items=args.num_items, quick=args.quick)
+                          steps=args.steps, eval_every=args.eval_every, num_items=args.num_items, quick=args.quick,
+                          lg_task=args.lg_task, tables=tuple(args.tables.split(",")))
     print(Reproduction(cfg).run())
