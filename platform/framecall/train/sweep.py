@@ -172,8 +172,16 @@ def run_sweep(base_cfg: TrainJobConfig, sweep: SweepSection, output: str | Path,
 
     t0 = time.time()
     output = Path(output).resolve()
+    # trials run in their own working directories: relative data paths must be made absolute here
+    base_cfg.data.data_dir = str(Path(base_cfg.data.data_dir).resolve())
+    base_cfg.data.mixture = {str(Path(d).resolve()): w for d, w in base_cfg.data.mixture.items()}
     base = to_dict(base_cfg)
     validate_sweep(base, sweep)  # before Ray, MLflow or any trial
+    if not base_cfg.data.make_if_missing or base_cfg.data.mixture:
+        from framecall.data.shards import list_shards
+
+        for d in base_cfg.data.sources:
+            list_shards(d)  # a missing data directory fails here, not in every trial
     output.mkdir(parents=True, exist_ok=True)
     tracking_uri = base_cfg.mlflow.tracking_uri or tracking.default_tracking_uri(output)
     state_file = output / "sweep_state.json"
