@@ -186,7 +186,16 @@ def run_sweep(base_cfg: TrainJobConfig, sweep: SweepSection, output: str | Path,
     tracking_uri = base_cfg.mlflow.tracking_uri or tracking.default_tracking_uri(output)
     state_file = output / "sweep_state.json"
     if not ray.is_initialized():
-        ray.init(address=base_cfg.ray.address, include_dashboard=False, configure_logging=False)
+        kwargs = {}
+        if base_cfg.ray.address is None:
+            # a local Ray: each trial's coordinator holds a sliver of CPU besides its workers, so on a
+            # 2-core machine 2 workers x 1 CPU would never fit; count the trials' needs in logical CPUs
+            import math
+            import os
+
+            need = sweep.max_concurrent_trials * base_cfg.ray.num_workers * base_cfg.ray.cpus_per_worker + 1
+            kwargs["num_cpus"] = max(os.cpu_count() or 1, math.ceil(need))
+        ray.init(address=base_cfg.ray.address, include_dashboard=False, configure_logging=False, **kwargs)
     tune_dir = output / "tune"
     name = "sweep"
     if resume:
