@@ -188,12 +188,12 @@ def run_sweep(base_cfg: TrainJobConfig, sweep: SweepSection, output: str | Path,
     if not ray.is_initialized():
         kwargs = {}
         if base_cfg.ray.address is None:
-            # a local Ray: each trial's coordinator holds a sliver of CPU besides its workers, so on a
-            # 2-core machine 2 workers x 1 CPU would never fit; count the trials' needs in logical CPUs
+            # a local Ray: each trial holds a CPU besides its workers, so on a 2-core machine 2 workers
+            # x 1 CPU would never fit; count the trials' needs in logical CPUs
             import math
             import os
 
-            need = sweep.max_concurrent_trials * base_cfg.ray.num_workers * base_cfg.ray.cpus_per_worker + 1
+            need = sweep.max_concurrent_trials * (base_cfg.ray.num_workers * base_cfg.ray.cpus_per_worker + 1)
             kwargs["num_cpus"] = max(os.cpu_count() or 1, math.ceil(need))
         ray.init(address=base_cfg.ray.address, include_dashboard=False, configure_logging=False, **kwargs)
     tune_dir = output / "tune"
@@ -210,8 +210,9 @@ def run_sweep(base_cfg: TrainJobConfig, sweep: SweepSection, output: str | Path,
         state_file.write_text(json.dumps({"parent_run_id": parent}))
     fixed = {"_base": base, "_output": str(output), "_tracking_uri": tracking_uri, "_parent_run_id": parent,
              "_experiment": base_cfg.mlflow.experiment}
-    # a trial only coordinates: the CPUs belong to its Train workers
-    trainable = tune.with_resources(_trial, {"CPU": 0.01})
+    # a trial coordinates its Train workers and runs the driver-side Ray Data work (featurizing the
+    # splits); Tune captures those tasks in the trial's placement group, so it needs a whole CPU
+    trainable = tune.with_resources(_trial, {"CPU": 1})
     if resume:
         tuner = tune.Tuner.restore(str(tune_dir / name), trainable=trainable, resume_errored=True)
     else:
