@@ -193,7 +193,10 @@ def run_sweep(base_cfg: TrainJobConfig, sweep: SweepSection, output: str | Path,
             import math
             import os
 
-            need = sweep.max_concurrent_trials * (base_cfg.ray.num_workers * base_cfg.ray.cpus_per_worker + 1)
+            workers = base_cfg.ray.num_workers * base_cfg.ray.cpus_per_worker
+            # + one more worker group: Ray Data (2.60) kept excluding a finished trial's worker CPUs
+            # from its budget, and the next trial's featurizing waited forever on a 3-CPU Ray
+            need = sweep.max_concurrent_trials * (workers + 1) + workers
             kwargs["num_cpus"] = max(os.cpu_count() or 1, math.ceil(need))
         ray.init(address=base_cfg.ray.address, include_dashboard=False, configure_logging=False, **kwargs)
     tune_dir = output / "tune"
