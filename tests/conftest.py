@@ -61,3 +61,19 @@ def tiny_words_all(tmp_path_factory):
     with ShardWriter(out, rows_per_shard=12) as w:
         w.write_all(generate(cfg))
     return out
+
+
+@pytest.fixture(scope="session")
+def serve_url(ray_session):
+    """One Serve HTTP proxy on a free loopback port for the session (Serve keeps its first
+    http_options: a second serve.start() with another port would silently reuse the first)."""
+    import socket
+
+    from ray import serve
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    yield f"http://127.0.0.1:{port}"
+    serve.shutdown()

@@ -1,8 +1,6 @@
 """The PolyAudio runner end to end on the tiny model, judged by the rule judge and by an LLM
 judge behind a real local OpenAI-style endpoint (Ray Serve, tiny causal LM, real HTTP)."""
 
-import socket
-
 import pytest
 import requests
 
@@ -23,17 +21,13 @@ def bench_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def judge_url(ray_session):
+def judge_url(serve_url):
     from ray import serve
 
     from framecall.polyaudio.judge_server import build_judge_app
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
     serve.run(build_judge_app({"model": "tiny-judge"}), name="judge", route_prefix="/judge")
-    yield f"http://127.0.0.1:{port}/judge"
+    yield f"{serve_url}/judge"
     serve.delete("judge")
 
 

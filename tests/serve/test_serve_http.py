@@ -2,7 +2,6 @@
 
 import base64
 import concurrent.futures as cf
-import socket
 import tempfile
 from pathlib import Path
 
@@ -17,22 +16,14 @@ pytestmark = pytest.mark.slow
 Q = "When does the 1st occurrence of the word 'cat' occur?"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def server(ray_session, tmp_path_factory):
+def server(serve_url, tmp_path_factory):
     from ray import serve
 
     from framecall.serve_app import build_app
 
     root = tmp_path_factory.mktemp("serve_http")
     ckpt = make_checkpoint(root / "ckpt", ["words", "words_all"])
-    port = _free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
     common = {"checkpoint": str(ckpt), "allowed_roots": [str(root)], "max_audio_seconds": 12.0,
               "max_request_bytes": 3_000_000, "max_events": 40}
     serve.run(build_app({**common, "max_batch_size": 8, "batch_wait_timeout_s": 0.2}), name="main",
@@ -42,7 +33,7 @@ def server(ray_session, tmp_path_factory):
     os.environ["FRAMECALL_TEST_KEY"] = "s3cret"  # replicas start on this node and inherit it
     serve.run(build_app({**common, "api_key_env": "FRAMECALL_TEST_KEY", "max_batch_size": 1,
                          "max_ongoing_requests": 1, "max_queued_requests": 1}), name="strict", route_prefix="/strict")
-    yield f"http://127.0.0.1:{port}", ckpt
+    yield serve_url, ckpt
     serve.delete("main")
     serve.delete("strict")
 
