@@ -300,8 +300,11 @@ def build_app(args: dict[str, Any]):
         max_ongoing_requests=settings.max_ongoing_requests, max_queued_requests=settings.max_queued_requests,
         user_config={"max_batch_size": settings.max_batch_size, "batch_wait_timeout_s": settings.batch_wait_timeout_s},
     ).bind(plain)
-    # the ingress must admit as many requests as the model may batch (Serve's default is 5)
-    options: dict[str, Any] = {"max_ongoing_requests": settings.max_ongoing_requests}
+    # the ingress must admit as many requests as the model may hold (Serve's default is 5: batches
+    # could not fill) and more, so that overload reaches the model's queue and comes back as 503
+    # instead of waiting in the proxy
+    options: dict[str, Any] = {"max_ongoing_requests": settings.max_ongoing_requests
+                               + settings.max_queued_requests + 1}
     if settings.api_key_env and os.environ.get(settings.api_key_env):
         # the builder's process has the key (serve run, or a test): hand it to the ingress
         # replica, which otherwise sees only its node's environment
