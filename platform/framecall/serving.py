@@ -200,11 +200,10 @@ class FrameEngine:
             curve = stitch(*per_query[qi])  # [T]
             estimate = expected_count(curve) if self.head == "poisson" else None
             n = q.num_events
-            opts = ({"min_separation": self.manifest.get("nms_min_separation", 3)}
-                    if self.decoder in ("topn_nms", "joint_dp") else {})
             if n is not None:
                 n = min(n, curve.numel())
-            pos = decode(self.decoder, curve, n, head=self.head, **opts)
+            pos = decode(self.decoder, curve, n, head=self.head,
+                         min_separation=self.manifest.get("nms_min_separation", 3))
             times = [round(float(t), 4) for t in self.grid.to_seconds(pos)]
             result = {"times_s": times, "num_events": len(times),
                       "count_estimate": None if estimate is None else round(estimate, 3),

@@ -218,6 +218,8 @@ DECODERS: dict[str, Callable[[torch.Tensor, int], torch.Tensor]] = {
 }
 
 POISSON_ONLY = ("posterior_mode", "posterior_median")
+SEPARATED = ("topn_nms", "joint_dp")
+"""Decoders that keep picked events ``min_separation`` frames apart."""
 
 
 def get_decoder(name: str) -> Callable[[torch.Tensor, int], torch.Tensor]:
@@ -227,13 +229,16 @@ def get_decoder(name: str) -> Callable[[torch.Tensor, int], torch.Tensor]:
         raise ValueError(f"unknown decoder {name!r}; valid: {sorted(DECODERS)}") from None
 
 
-def decode(name: str, scores: torch.Tensor, n: int | None, head: str = "poisson", **options) -> torch.Tensor:
-    """Decode one item. ``n=None`` (count unknown): a Poisson head uses round(Lam(T)); a
-    binary head keeps the peaks with probability above 0.5."""
+def decode(name: str, scores: torch.Tensor, n: int | None, head: str = "poisson",
+           min_separation: int = 3) -> torch.Tensor:
+    """Decode one item: scores [T] -> event frame centres [n]. ``n=None`` (count unknown): a
+    Poisson head uses round(Lam(T)); a binary head keeps the peaks with probability above 0.5.
+    ``min_separation`` applies to the decoders in SEPARATED (and to the binary peaks)."""
     if head == "binary" and name in POISSON_ONLY:
         raise ValueError(f"decoder {name!r} needs a Poisson head's log-intensities, not binary logits")
     if n is None:
         if head == "binary":
-            return pick_peaks(scores, 0.0, options.get("min_separation", 3))  # logit 0 = p 0.5
+            return pick_peaks(scores, 0.0, min_separation)  # logit 0 = p 0.5
         n = int(round(expected_count(scores)))
+    options = {"min_separation": min_separation} if name in SEPARATED else {}
     return get_decoder(name)(scores, n, **options)

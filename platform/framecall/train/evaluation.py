@@ -55,8 +55,7 @@ def predict_batch(model, batch: dict, decoders: Sequence[str], grid: FrameGrid, 
         n = len(gold) if known_count else None
         record = records[b]
         for name in frame_decoders:
-            opts = {"min_separation": nms_min_separation} if name in ("topn_nms", "joint_dp") else {}
-            pos = decode(name, valid, n, head=head, **opts)
+            pos = decode(name, valid, n, head=head, min_separation=nms_min_separation)
             record["preds"][name] = [float(x) for x in grid.to_seconds(pos)]
         if head == "poisson":
             record["expected_count"] = float(torch.exp(torch.logsumexp(valid.double(), 0)))
