@@ -23,8 +23,9 @@ def ray_session():
 
     if not ray.is_initialized():
         # more logical CPUs than cores: Train workers and Data tasks must not starve each other
-        # address="local": a fresh instance even when a Ray head is already running here
-        ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False, configure_logging=False,
+        # address="local": a fresh instance even when a Ray head is already running here; the dashboard
+        # serves the State API that Train's placement-group cleaner needs (trials stopped by Tune)
+        ray.init(address="local", num_cpus=4, include_dashboard=True, log_to_driver=False, configure_logging=False,
                  runtime_env={"env_vars": {"PYTHONPATH": str(ROOT / "platform")}})
     yield ray
     ray.shutdown()
@@ -71,9 +72,10 @@ def serve_url(ray_session):
 
     from ray import serve
 
+    from framecall.serve_app import start_http_proxy
+
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    yield f"http://127.0.0.1:{port}"
+    yield start_http_proxy("127.0.0.1", port)
     serve.shutdown()

@@ -314,3 +314,17 @@ def build_app(args: dict[str, Any]):
 
 
 __all__ = ["build_app", "app", "FrameModelServer", "Ingress"]
+
+
+def start_http_proxy(host: str, port: int) -> str:
+    """Start Serve's HTTP proxy on host:port and return its URL. Serve keeps the options of its
+    first start: when it already runs elsewhere, say so instead of sending requests to a port
+    nothing listens on."""
+    from ray.serve.context import _get_global_client  # the only way to read the running proxy's options
+
+    serve.start(http_options={"host": host, "port": port})
+    actual = _get_global_client().http_config
+    if (actual.host, actual.port) != (host, port):
+        raise RuntimeError(f"Ray Serve already runs with its HTTP proxy on {actual.host}:{actual.port}, not "
+                           f"{host}:{port}; use that port, or `serve shutdown` first")
+    return f"http://{host}:{port}"

@@ -220,3 +220,14 @@ def test_client_and_cli(server, clips, tmp_path):
     tg = subprocess.run([sys.executable, "-m", "framecall.client", "--url", url, "align", str(paths[0]),
                          "the cat sat on the mat", "--format", "textgrid"], capture_output=True, text=True, timeout=120)
     assert tg.returncode == 0 and tg.stdout.startswith('File type = "ooTextFile"')
+
+
+def test_a_proxy_on_another_port_is_refused_not_silently_reused(serve_url):
+    # Serve keeps its first http_options: a benchmark asking for another port would otherwise
+    # send every request to a port nothing listens on
+    from framecall.serve_app import start_http_proxy
+
+    port = int(serve_url.rsplit(":", 1)[1])
+    with pytest.raises(RuntimeError, match=f"127.0.0.1:{port}, not 127.0.0.1:{port + 1}"):
+        start_http_proxy("127.0.0.1", port + 1)
+    assert start_http_proxy("127.0.0.1", port) == serve_url

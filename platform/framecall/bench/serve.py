@@ -70,14 +70,13 @@ def run_benchmark(checkpoint: str, data_dir: str, split: str, total: int, concur
     import ray
     from ray import serve
 
-    from framecall.serve_app import build_app
+    from framecall.serve_app import build_app, start_http_proxy
 
     ckpt = Path(checkpoint).resolve()
     bodies = request_bodies(data_dir, split)
     if not ray.is_initialized():
         ray.init(include_dashboard=False, configure_logging=False, log_to_driver=False)
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    url = f"http://127.0.0.1:{port}"
+    url = start_http_proxy("127.0.0.1", port)
     args = {"checkpoint": str(ckpt), "allowed_roots": [str(ckpt.parent)], "max_ongoing_requests": 4 * max(
         concurrencies), "max_queued_requests": 4 * max(concurrencies) + total}
     results: dict[str, Any] = {"checkpoint": str(ckpt), "requests": total, "runs": []}
