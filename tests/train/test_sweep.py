@@ -58,6 +58,10 @@ def test_two_trial_sweep_tracks_children_writes_a_trainable_best_config_and_resu
     parent = client.get_run(result.parent_run_id)
     assert "best_config.yaml" in {a.path for a in client.list_artifacts(result.parent_run_id)}
     assert parent.info.status == "FINISHED" and "| train.interp_lambda |" in result.table
+    # both outputs of the interpolated model, at each trial's best evaluation
+    assert "| val_topn_nms_acc20ms | val_tokens_acc20ms | val_tokens_parse_failure_rate |" in result.table
+    assert all(set(t["outputs"]) == {"val_topn_nms_acc20ms", "val_tokens_acc20ms", "val_tokens_parse_failure_rate"}
+               for t in result.trials)
     # the best config trains as it is
     best = build_config(TrainJobConfig, result.best_config_path)
     assert best.train.interp_lambda == pytest.approx(result.best_point["train.interp_lambda"])

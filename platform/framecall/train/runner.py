@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from framecall.config import to_dict
-from framecall.data.pipeline import PipelineConfig, build_dataset
 from framecall.data.shards import list_shards, manifest_checksum, read_manifest as read_data_manifest
 from framecall.models.backbone import backbone_spec, resolve_model_path
 from framecall.models.frame_model import CheckpointError, check_manifest, read_manifest
@@ -100,14 +99,50 @@ def _use_gpu(setting: str) -> bool:
     return ray.cluster_resources().get("GPU", 0) > 0
 
 
+def prepare_datasets(cfg: TrainJobConfig, data_dirs: list[Path], data_manifests: list[dict],
+                     materialize: bool | None = None) -> dict:
+    """{"train", "val"} Ray Datasets of featurized rows: the train split mixed by the weights of
+    ``data.sources``, validation every row of every source. ``materialize`` (default
+    ``data.cache_features``) runs the featurizing now, so that the workers only read blocks.
+    """
+    from framecall.data.pipeline import PipelineConfig, build_dataset
+
+    materialize = cfg.data.cache_features if materialize is None else materialize
+    spec = backbone_spec(cfg.model.name)
+    pipe = PipelineConfig(bad_rows=cfg.data.bad_rows, features=spec.feature_params, num_cpus=0.5,
+                          max_seconds=30.0 if spec.model_type == "qwen2_audio" else 600.0)
+    datasets = {}
+    for name, split in (("train", cfg.data.train_split), ("val", cfg.data.val_split)):
+        parts = []
+        for data_dir, data_manifest, weight in zip(data_dirs, data_manifests, cfg.data.sources.values()):
+            ds = build_dataset(data_dir, pipe, split=split).dataset
+            ds.context.enable_progress_bars = False  # one line per epoch in the logs is enough
+            ds = ds.materialize() if materialize else ds
+            if ds.count() == 0:
+                raise ValueError(f"{data_dir}: split {split!r} has no rows; splits present: "
+                                 f"{data_manifest.get('counts')}")
+            parts.append((ds, weight))
+        if name == "train":
+            datasets[name] = mix_datasets(parts, cfg.train.seed)
+            if materialize and len(parts) > 1:
+                # run the mixture's shuffle now: once the workers hold every CPU it could not be scheduled
+                datasets[name] = datasets[name].materialize()
+        else:  # validation: every row of every source, scored per task
+            datasets[name] = parts[0][0].union(*[p for p, _ in parts[1:]]) if len(parts) > 1 else parts[0][0]
+        datasets[name].context.enable_progress_bars = False
+    return datasets
+
+
 def fit(cfg: TrainJobConfig, callbacks: list | None = None, run_tags: dict[str, str] | None = None,
-        evaluate_test: bool = True) -> FitResult:
+        evaluate_test: bool = True, datasets: dict | None = None) -> FitResult:
     """Train (Ray Train, ``cfg.ray.num_workers`` workers), then evaluate the best checkpoint on
     the test split, log and register it.
 
     ``callbacks``: extra Ray Train callbacks (a Tune trial passes TuneReportCallback);
     ``run_tags``: extra MLflow tags (``mlflow.parentRunId`` nests a trial under its sweep);
-    ``evaluate_test=False`` stops after training (sweep trials compare on validation).
+    ``evaluate_test=False`` stops after training (sweep trials compare on validation);
+    ``datasets``: the result of ``prepare_datasets`` for this config, made once by a sweep's
+    driver for all its trials (no Ray Data execution inside a trial besides the workers' reads).
     """
     import ray
     import ray.train
@@ -136,33 +171,15 @@ def fit(cfg: TrainJobConfig, callbacks: list | None = None, run_tags: dict[str, 
     select_metric = select_metric_name(tasks, cfg.train.select_metric)
 
     if not ray.is_initialized():
-        ray.init(address=cfg.ray.address, include_dashboard=False, configure_logging=False)
+        # the dashboard serves the State API that Train's placement-group cleaner needs
+        ray.init(address=cfg.ray.address, include_dashboard=True, configure_logging=False)
     use_gpu = _use_gpu(cfg.ray.use_gpu)
 
     spec = backbone_spec(cfg.model.name)  # feature parameters belong to the adapter; no weights loaded
     features, frame_s, model_type = spec.feature_params, spec.frame_s, spec.model_type
     prompt_order = "question_first"  # frame heads: the question conditions the audio states
-    pipe = PipelineConfig(bad_rows=cfg.data.bad_rows, features=features, num_cpus=0.5,
-                          max_seconds=30.0 if model_type == "qwen2_audio" else 600.0)
-    datasets = {}
-    for name, split in (("train", cfg.data.train_split), ("val", cfg.data.val_split)):
-        parts = []
-        for data_dir, data_manifest, weight in zip(data_dirs, data_manifests, cfg.data.sources.values()):
-            ds = build_dataset(data_dir, pipe, split=split).dataset
-            ds.context.enable_progress_bars = False  # one line per epoch in the logs is enough
-            ds = ds.materialize() if cfg.data.cache_features else ds
-            if ds.count() == 0:
-                raise ValueError(f"{data_dir}: split {split!r} has no rows; splits present: "
-                                 f"{data_manifest.get('counts')}")
-            parts.append((ds, weight))
-        if name == "train":
-            datasets[name] = mix_datasets(parts, cfg.train.seed)
-            if cfg.data.cache_features and len(parts) > 1:
-                # run the mixture's shuffle now: once the workers hold every CPU it could not be scheduled
-                datasets[name] = datasets[name].materialize()
-        else:  # validation: every row of every source, scored per task
-            datasets[name] = parts[0][0].union(*[p for p, _ in parts[1:]]) if len(parts) > 1 else parts[0][0]
-        datasets[name].context.enable_progress_bars = False
+    if datasets is None:
+        datasets = prepare_datasets(cfg, data_dirs, data_manifests)
 
     tracking_uri = cfg.mlflow.tracking_uri or tracking.default_tracking_uri(output)
     provenance = {"git_sha": tracking.git_sha(),
@@ -217,15 +234,22 @@ def fit(cfg: TrainJobConfig, callbacks: list | None = None, run_tags: dict[str, 
     if best_dir.exists():
         shutil.rmtree(best_dir)
     shutil.copytree(best.path, best_dir, ignore=shutil.ignore_patterns(TRAINING_STATE))
+    scores, table, registered = finish_run(cfg, best_dir, data_dirs, tasks, tracking_uri, run_id)
+    return FitResult(output, best_dir, run_id, tracking_uri, scores, table, time.time() - t0, registered)
 
+
+def finish_run(cfg: TrainJobConfig, best_dir: Path, data_dirs: list[Path], tasks: list[str], tracking_uri: str,
+               run_id: str) -> tuple[dict, str, str | None]:
+    """Evaluate the best checkpoint on the test split, log table + checkpoint to the run, register
+    it; -> (scores, table, ``models:/name/version`` or None)."""
     from framecall.train.evaluate import evaluate_checkpoint
+    from framecall.train.evaluation import flat_metrics
 
+    output = best_dir.parent
     scores, table, _ = evaluate_checkpoint(best_dir, data_dirs, split=cfg.data.test_split,
                                            decoders=[*cfg.eval.decoders, "tokens"], max_new_tokens=cfg.eval.max_new_tokens,
                                            title=f"{cfg.loss_name} on {', '.join(tasks)} ({cfg.data.test_split} split)")
     logger = tracking.RunLogger(tracking_uri, run_id)
-    from framecall.train.evaluation import flat_metrics
-
     logger.metrics({k.replace("test_", "test/"): v for k, v in flat_metrics(scores, "test").items()},
                    step=int(read_manifest(best_dir)["global_step"]))
     logger.text(table, "test_table.md")
@@ -247,4 +271,4 @@ def fit(cfg: TrainJobConfig, callbacks: list | None = None, run_tags: dict[str, 
     logger.finish()
     (output / "test_table.md").write_text(table + "\n")
     (output / "test_metrics.json").write_text(json.dumps(scores, indent=2))
-    return FitResult(output, best_dir, run_id, tracking_uri, scores, table, time.time() - t0, registered)
+    return scores, table, registered

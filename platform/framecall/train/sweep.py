@@ -129,8 +129,13 @@ def _search_space(sweep: SweepSection) -> dict[str, Any]:
     return space
 
 
-def _trial(config: dict[str, Any]) -> None:
-    """One Tune trial: the training job's fit() with Tune reporting and a nested MLflow run."""
+def _trial(config: dict[str, Any], datasets: dict | None = None) -> None:
+    """One Tune trial: the training job's fit() with Tune reporting and a nested MLflow run.
+
+    ``datasets``: the featurized, materialized splits the sweep's driver made once
+    (``tune.with_parameters``); a trial never featurizes, so no trial waits on Ray Data's CPU
+    budget while earlier trials' workers are still being released.
+    """
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
@@ -147,7 +152,7 @@ def _trial(config: dict[str, Any]) -> None:
                                "framecall.trial_id": tune.get_context().get_trial_id()}}
     from framecall.train.runner import fit
 
-    fit(cfg, **fit_kwargs)
+    fit(cfg, datasets=datasets, **fit_kwargs)
 
 
 @dataclass
@@ -194,11 +199,18 @@ def run_sweep(base_cfg: TrainJobConfig, sweep: SweepSection, output: str | Path,
             import os
 
             workers = base_cfg.ray.num_workers * base_cfg.ray.cpus_per_worker
-            # + one more worker group: Ray Data (2.60) kept excluding a finished trial's worker CPUs
-            # from its budget, and the next trial's featurizing waited forever on a 3-CPU Ray
-            need = sweep.max_concurrent_trials * (workers + 1) + workers
+            need = sweep.max_concurrent_trials * (workers + 1)
             kwargs["num_cpus"] = max(os.cpu_count() or 1, math.ceil(need))
-        ray.init(address=base_cfg.ray.address, include_dashboard=False, configure_logging=False, **kwargs)
+        # the dashboard serves the State API, which Train's placement-group cleaner needs: without it
+        # the worker group of a trial that Tune stops (ASHA) keeps its CPUs, and the next trial waits
+        ray.init(address=base_cfg.ray.address, include_dashboard=True, configure_logging=False, **kwargs)
+    from framecall.data.shards import read_manifest
+    from framecall.train.runner import ensure_data, prepare_datasets
+
+    # featurize once, here: every trial trains on the same rows, and Ray Data runs nothing inside
+    # a trial but the workers' reads (featurizing in each trial stalled a sequence of trials)
+    data_dirs = ensure_data(base_cfg)
+    datasets = prepare_datasets(base_cfg, data_dirs, [read_manifest(d) for d in data_dirs], materialize=True)
     tune_dir = output / "tune"
     name = "sweep"
     if resume:
@@ -213,9 +225,8 @@ def run_sweep(base_cfg: TrainJobConfig, sweep: SweepSection, output: str | Path,
         state_file.write_text(json.dumps({"parent_run_id": parent}))
     fixed = {"_base": base, "_output": str(output), "_tracking_uri": tracking_uri, "_parent_run_id": parent,
              "_experiment": base_cfg.mlflow.experiment}
-    # a trial coordinates its Train workers and runs the driver-side Ray Data work (featurizing the
-    # splits); Tune captures those tasks in the trial's placement group, so it needs a whole CPU
-    trainable = tune.with_resources(_trial, {"CPU": 1})
+    # a trial runs its Train controller; Tune captures its tasks in the trial's placement group
+    trainable = tune.with_resources(tune.with_parameters(_trial, datasets=datasets), {"CPU": 1})
     if resume:
         tuner = tune.Tuner.restore(str(tune_dir / name), trainable=trainable, resume_errored=True)
     else:
@@ -224,7 +235,9 @@ def run_sweep(base_cfg: TrainJobConfig, sweep: SweepSection, output: str | Path,
                                          max_concurrent=sweep.max_concurrent_trials)
         scheduler = (ASHAScheduler(time_attr="training_iteration", grace_period=sweep.grace_period,
                                    reduction_factor=sweep.reduction_factor,
-                                   max_t=max(1, -(-base_cfg.train.max_steps // base_cfg.train.eval_every)))
+                                   # one past the last evaluation: a trial that reaches the end finishes on
+                                   # its own (saves, shuts its workers down) instead of being stopped there
+                                   max_t=_max_evaluations(base_cfg) + 1)
                      if sweep.scheduler == "asha" else FIFOScheduler())
         tuner = tune.Tuner(
             trainable, param_space={**_search_space(sweep), **fixed},
@@ -234,13 +247,17 @@ def run_sweep(base_cfg: TrainJobConfig, sweep: SweepSection, output: str | Path,
             run_config=tune.RunConfig(name=name, storage_path=str(tune_dir)),
         )
     grid = tuner.fit()
+    outputs = output_columns(base_cfg, data_dirs)
     trials = []
     for r in grid:
         point = {k: v for k, v in r.config.items() if not k.startswith("_")}
         history = r.metrics_dataframe
+        reported = history is not None and sweep.metric in history and len(history)
+        best_row = history.loc[history[sweep.metric].idxmax()] if reported else None
         trials.append({"trial_id": r.metrics.get("trial_id") if r.metrics else None, "point": point,
-                       "metric": float(history[sweep.metric].max()) if history is not None and sweep.metric in history
-                       else float("nan"),
+                       "metric": float(best_row[sweep.metric]) if reported else float("nan"),
+                       # each output's validation score at the trial's best evaluation
+                       "outputs": {c: float(best_row[c]) for c in outputs if reported and c in best_row},
                        "evaluations": int(r.metrics.get("training_iteration", 0)) if r.metrics else 0,
                        "error": str(r.error)[:300] if r.error else None})
     done = [t for t in trials if t["metric"] == t["metric"]]
@@ -264,6 +281,22 @@ def run_sweep(base_cfg: TrainJobConfig, sweep: SweepSection, output: str | Path,
     return SweepResult(best["point"], best["metric"], config_path, parent, trials, table, time.time() - t0)
 
 
+def output_columns(cfg: TrainJobConfig, data_dirs: list[Path]) -> list[str]:
+    """Validation columns of the table: the selection metric of every output the model has
+    (the Poisson/binary decoder and, for the interpolated loss, the generated tokens)."""
+    from framecall.data.shards import read_manifest
+    from framecall.train.evaluation import select_metric_name
+
+    tasks = {t for d in data_dirs for t in read_manifest(d).get("counts", {})}
+    metric = select_metric_name(tasks, cfg.train.select_metric).replace("@", "")
+    names = [cfg.primary_output] + (["tokens"] if cfg.token_output and cfg.primary_output != "tokens" else [])
+    return [f"val_{n}_{metric}" for n in names] + (["val_tokens_parse_failure_rate"] if cfg.token_output else [])
+
+
+def _max_evaluations(cfg: TrainJobConfig) -> int:
+    return max(1, -(-cfg.train.max_steps // cfg.train.eval_every))
+
+
 def _midpoint(spec: dict[str, Any]) -> Any:
     if spec["type"] in ("choice", "grid"):
         return spec["values"][0]
@@ -285,12 +318,14 @@ def _tag_best(tracking_uri: str, parent: str, best: dict[str, Any]) -> None:
 
 def sweep_table(trials: list[dict[str, Any]], sweep: SweepSection, base: TrainJobConfig) -> str:
     keys = list(sweep.space) + [k for k in sweep.baseline if k not in sweep.space]
-    max_evals = max(1, -(-base.train.max_steps // base.train.eval_every))
-    lines = ["| " + " | ".join([*keys, sweep.metric, "evaluations", "status"]) + " |",
-             "|" + "---|" * (len(keys) + 3)]
+    outputs = list(dict.fromkeys(c for t in trials for c in t.get("outputs", {})))
+    max_evals = _max_evaluations(base)
+    lines = ["| " + " | ".join([*keys, sweep.metric, *outputs, "evaluations", "status"]) + " |",
+             "|" + "---|" * (len(keys) + len(outputs) + 3)]
     for t in sorted(trials, key=lambda t: -t["metric"] if t["metric"] == t["metric"] else 1e9):
         status = "error" if t["error"] else ("stopped early (ASHA)" if t["evaluations"] < max_evals else "finished")
         cells = [f"{t['point'].get(k):.4g}" if isinstance(t["point"].get(k), float) else str(t["point"].get(k))
                  for k in keys]
-        lines.append("| " + " | ".join([*cells, f"{t['metric']:.4f}", str(t["evaluations"]), status]) + " |")
+        values = [f"{t.get('outputs', {})[c]:.4f}" if c in t.get("outputs", {}) else "-" for c in outputs]
+        lines.append("| " + " | ".join([*cells, f"{t['metric']:.4f}", *values, str(t["evaluations"]), status]) + " |")
     return "\n".join(lines)
