@@ -19,6 +19,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
+from ray.data.collate_fn import NumpyBatchCollateFn
 
 from framecall.data.pipeline import features_from_bytes
 from framecall.frames.units import FrameGrid
@@ -55,8 +56,9 @@ def pad_features(feats: list[np.ndarray], tokens_for_frames: Callable[[int], int
 
 
 @dataclass
-class FrameCollator:
-    """Callable collate_fn for frame-head training. ``grid`` fixes the sub-frame unit."""
+class FrameCollator(NumpyBatchCollateFn):
+    """collate_fn for frame-head training (a NumpyBatchCollateFn: Ray Data hands it numpy
+    columns; plain functions are deprecated there). ``grid`` fixes the sub-frame unit."""
 
     grid: FrameGrid = field(default_factory=FrameGrid)
     tokens_for_frames: Callable[[int], int] = qwen_audio_tokens
