@@ -132,9 +132,8 @@ def _search_space(sweep: SweepSection) -> dict[str, Any]:
 def _trial(config: dict[str, Any], datasets: dict | None = None) -> None:
     """One Tune trial: the training job's fit() with Tune reporting and a nested MLflow run.
 
-    ``datasets``: the featurized, materialized splits the sweep's driver made once
-    (``tune.with_parameters``); a trial never featurizes, so no trial waits on Ray Data's CPU
-    budget while earlier trials' workers are still being released.
+    ``datasets``: the splits the sweep's driver prepared once (``tune.with_parameters``),
+    featurized and materialized unless ``data.cache_features`` is off.
     """
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
@@ -207,10 +206,10 @@ def run_sweep(base_cfg: TrainJobConfig, sweep: SweepSection, output: str | Path,
     from framecall.data.shards import read_manifest
     from framecall.train.runner import ensure_data, prepare_datasets
 
-    # featurize once, here: every trial trains on the same rows, and Ray Data runs nothing inside
-    # a trial but the workers' reads (featurizing in each trial stalled a sequence of trials)
+    # featurize once, here: every trial trains on the same rows (with data.cache_features=false,
+    # for corpora larger than the object store, each trial streams the same lazy pipeline instead)
     data_dirs = ensure_data(base_cfg)
-    datasets = prepare_datasets(base_cfg, data_dirs, [read_manifest(d) for d in data_dirs], materialize=True)
+    datasets = prepare_datasets(base_cfg, data_dirs, [read_manifest(d) for d in data_dirs])
     tune_dir = output / "tune"
     name = "sweep"
     if resume:
@@ -267,6 +266,7 @@ def run_sweep(base_cfg: TrainJobConfig, sweep: SweepSection, output: str | Path,
     best_cfg = trial_config(base, best["point"])
     best_cfg.output = str(output / "best_train")
     best_cfg.resume = False
+    best_cfg.mlflow.tracking_uri = tracking_uri  # the retrained model lands beside the sweep's runs
     config_path = output / "best_config.yaml"
     save_yaml(best_cfg, config_path)
     logger = tracking.RunLogger(tracking_uri, parent)
