@@ -1,5 +1,7 @@
 """Ray Tune sweeps: search-space validation up front, a real 2-trial sweep, resume."""
 
+from pathlib import Path
+
 import pytest
 
 from framecall.config import ConfigError, build_config, to_dict
@@ -71,3 +73,17 @@ def test_two_trial_sweep_tracks_children_writes_a_trainable_best_config_and_resu
     again = run_sweep(base, sweep, tmp_path / "sweep", resume=True)
     assert again.parent_run_id == result.parent_run_id and len(again.trials) == 2
     assert len(client.search_runs([exp], filter_string=f"tags.mlflow.parentRunId = '{result.parent_run_id}'")) == 2
+
+
+SWEEP_FILES = sorted((Path(__file__).parents[2] / "jobs/configs/sweeps").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SWEEP_FILES, ids=lambda p: p.name)
+def test_shipped_sweep_files_are_valid(path):
+    from framecall.config import load_yaml
+
+    sweep = build_config(SweepSection, base={"space": {}, "baseline": SWEEPS["interpolated"]["baseline"],
+                                             **load_yaml(path)})
+    base = build_config(TrainJobConfig, overrides=SWEEPS["interpolated"]["base"])
+    validate_sweep(to_dict(base), sweep)
+    assert sweep.space
