@@ -5,6 +5,8 @@ finished runs (OUTPUT/<run>/test_metrics.json) are reused. ~18 models.
 
     python jobs/reproduce.py --steps 500 --output runs/reproduce          # the full run (see BENCHMARKS.md)
     python jobs/reproduce.py --quick --output /tmp/repro                   # CI: tables are produced
+    python jobs/reproduce.py --model /ckpt/Qwen2-Audio-7B --finetune lora --lg-task events --tables table4 \
+        --output runs/reproduce_qwen                                        # a pretrained backbone
 """
 
 import argparse
@@ -25,9 +27,13 @@ if __name__ == "__main__":
     p.add_argument("--lg-task", default="words", choices=["words", "speakers", "events"],
                    help="task of the length-generalization tables")
     p.add_argument("--tables", default="table2,table4,table5,decoders")
+    p.add_argument("--model", default="tiny-omni", help="backbone of every model: preset, checkpoint path")
+    p.add_argument("--finetune", default="full", choices=["full", "lora", "head"],
+                   help="how the backbone trains (a pretrained checkpoint: lora or head)")
     p.add_argument("--quick", action="store_true")
     args = p.parse_args()
     cfg = ReproduceConfig(output=args.output, data_root=args.data_root or str(Path(args.output) / "data"),
                           steps=args.steps, eval_every=args.eval_every, num_items=args.num_items, quick=args.quick,
-                          lg_task=args.lg_task, tables=tuple(args.tables.split(",")))
+                          lg_task=args.lg_task, tables=tuple(args.tables.split(",")), model=args.model,
+                          finetune=args.finetune)
     print(Reproduction(cfg).run())

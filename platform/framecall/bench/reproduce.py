@@ -45,6 +45,10 @@ class ReproduceConfig:
     """Task of the length-generalization tables (words, as in the paper; speakers or events
     when the tiny model cannot learn single-word localization within the budget)."""
     tables: tuple[str, ...] = ("table2", "table4", "table5", "decoders")
+    model: str = "tiny-omni"
+    """Backbone of every model (a preset or a checkpoint path)."""
+    finetune: str = "full"
+    """full | lora | head: how the backbone trains (a pretrained one: lora or head)."""
     quick: bool = False
     """CI mode: a few items, 2 steps, 1 worker, one model per (objective, loss) shared by all
     tables (5 models instead of 18); checks that every table is produced, nothing more."""
@@ -92,12 +96,17 @@ class Reproduction:
             name = f"quick_{objective}_{loss}"
         out = self.out / name
         if (out / "test_metrics.json").is_file():
+            backbone = json.loads((out / "best" / "manifest.json").read_text()).get("backbone")
+            if backbone != c.model:
+                raise ValueError(f"{out} holds a finished run on {backbone!r}, not {c.model!r}: "
+                                 f"give this backbone its own --output")
             return out / "best"
         overrides = [f"train.objective={objective}", f"train.loss={loss}", f"train.max_steps={c.steps}",
                      f"train.eval_every={c.eval_every}", f"train.batch_size={c.batch_size}",
                      f"ray.num_workers={c.num_workers}", f"eval.max_new_tokens={c.max_new_tokens}",
                      "eval.figures=0", "data.make_if_missing=false", f"train.seed={c.seed}",
-                     f"train.warmup_steps={min(100, c.steps // 5 + 1)}", f"mlflow.tracking_uri={self.tracking_uri}",
+                     f"train.warmup_steps={min(100, c.steps // 5 + 1)}", f"model.name={c.model}",
+                     f"model.finetune={c.finetune}", f"mlflow.tracking_uri={self.tracking_uri}",
                      "mlflow.experiment=reproduce", f"mlflow.run_name={name}", "mlflow.register=false",
                      *[f"{k}={v}" for k, v in extra.items()]]
         if loss == "binary":
