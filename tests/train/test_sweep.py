@@ -56,6 +56,7 @@ def test_two_trial_sweep_tracks_children_writes_a_trainable_best_config_and_resu
     children = client.search_runs([exp], filter_string=f"tags.mlflow.parentRunId = '{result.parent_run_id}'")
     assert len(children) == 2
     assert sorted(c.data.tags["framecall.best_trial"] for c in children) == ["false", "true"]
+    assert all(c.info.status in ("FINISHED", "KILLED") for c in children)  # none left open
     assert all("val/tokens_acc20ms" in c.data.metrics and "val/topn_nms_acc20ms" in c.data.metrics for c in children)
     parent = client.get_run(result.parent_run_id)
     assert "best_config.yaml" in {a.path for a in client.list_artifacts(result.parent_run_id)}

@@ -262,7 +262,8 @@ def run_sweep(base_cfg: TrainJobConfig, sweep: SweepSection, output: str | Path,
     done = [t for t in trials if t["metric"] == t["metric"]]
     if not done:
         raise RuntimeError(f"no trial reported {sweep.metric}: {[t['error'] for t in trials]}")
-    best = max(done, key=lambda t: t["metric"])
+    # ties go to the earliest trial, so a resumed sweep (another result order) picks the same one
+    best = max(sorted(done, key=lambda t: str(t["trial_id"])), key=lambda t: t["metric"])
     best_cfg = trial_config(base, best["point"])
     best_cfg.output = str(output / "best_train")
     best_cfg.resume = False
@@ -270,7 +271,7 @@ def run_sweep(base_cfg: TrainJobConfig, sweep: SweepSection, output: str | Path,
     config_path = output / "best_config.yaml"
     save_yaml(best_cfg, config_path)
     logger = tracking.RunLogger(tracking_uri, parent)
-    _tag_best(tracking_uri, parent, best)
+    _close_children(tracking_uri, parent, best, trials, _max_evaluations(base_cfg))
     table = sweep_table(trials, sweep, base_cfg)
     logger.text(table, "sweep_table.md")
     logger.client.log_artifact(parent, str(config_path))
@@ -305,15 +306,34 @@ def _midpoint(spec: dict[str, Any]) -> Any:
     return float((spec["low"] + spec["high"]) / 2)
 
 
-def _tag_best(tracking_uri: str, parent: str, best: dict[str, Any]) -> None:
+def _close_children(tracking_uri: str, parent: str, best: dict[str, Any], trials: list[dict[str, Any]],
+                    max_evals: int) -> None:
+    """Tag the best trial's run; close the runs of trials that never finished their own run:
+    Tune kills a trial that ASHA stops, and a killed sweep leaves its running trial's run open."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri)
     children = client.search_runs([client.get_run(parent).info.experiment_id],
                                   filter_string=f"tags.mlflow.parentRunId = '{parent}'")
+    finished = {r.data.tags.get("framecall.trial_id") for r in children if r.info.status == "FINISHED"}
+    by_id = {t["trial_id"]: t for t in trials}
     for run in children:
         is_best = run.data.tags.get("framecall.sweep_point") == json.dumps(best["point"])
         client.set_tag(run.info.run_id, "framecall.best_trial", str(is_best).lower())
+        if run.info.status != "RUNNING":
+            continue
+        trial_id = run.data.tags.get("framecall.trial_id")
+        trial = by_id.get(trial_id)
+        if trial_id in finished or trial is None:
+            why = "interrupted (the sweep was stopped; the trial ran again after --resume)"
+        elif trial["error"]:
+            why = f"error: {trial['error']}"
+        elif trial["evaluations"] < max_evals:
+            why = "stopped early (ASHA)"
+        else:
+            why = "stopped by Tune after its last evaluation"
+        client.set_tag(run.info.run_id, "framecall.trial_status", why)
+        client.set_terminated(run.info.run_id, "FAILED" if trial and trial["error"] else "KILLED")
 
 
 def sweep_table(trials: list[dict[str, Any]], sweep: SweepSection, base: TrainJobConfig) -> str:
@@ -322,7 +342,7 @@ def sweep_table(trials: list[dict[str, Any]], sweep: SweepSection, base: TrainJo
     max_evals = _max_evaluations(base)
     lines = ["| " + " | ".join([*keys, sweep.metric, *outputs, "evaluations", "status"]) + " |",
              "|" + "---|" * (len(keys) + len(outputs) + 3)]
-    for t in sorted(trials, key=lambda t: -t["metric"] if t["metric"] == t["metric"] else 1e9):
+    for t in sorted(trials, key=lambda t: (-t["metric"] if t["metric"] == t["metric"] else 1e9, str(t["trial_id"]))):
         status = "error" if t["error"] else ("stopped early (ASHA)" if t["evaluations"] < max_evals else "finished")
         cells = [f"{t['point'].get(k):.4g}" if isinstance(t["point"].get(k), float) else str(t["point"].get(k))
                  for k in keys]
