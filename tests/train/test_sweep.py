@@ -88,3 +88,41 @@ def test_shipped_sweep_files_are_valid(path):
     base = build_config(TrainJobConfig, overrides=SWEEPS["interpolated"]["base"])
     validate_sweep(to_dict(base), sweep)
     assert sweep.space
+
+
+def test_runs_left_open_by_stopped_or_interrupted_trials_are_closed_with_the_reason(mlflow_uri, tmp_path):
+    # Tune kills a trial ASHA stops, and a killed sweep leaves its running trial's run open:
+    # after the sweep no child run may stay RUNNING, and each says why it ended
+    import json
+
+    from mlflow.tracking import MlflowClient
+
+    from framecall.train import tracking
+    from framecall.train.sweep import _close_children
+
+    def child(trial_id, point, finish):
+        run = tracking.start_run(mlflow_uri, "close-test", tmp_path / "art", f"trial {trial_id}", {}, {
+            "mlflow.parentRunId": parent, "framecall.trial_id": trial_id, "framecall.sweep_point": json.dumps(point)})
+        if finish:
+            client.set_terminated(run, "FINISHED")
+        return run
+
+    client = MlflowClient(mlflow_uri)
+    parent = tracking.start_run(mlflow_uri, "close-test", tmp_path / "art", "sweep", {}, {})
+    points = [{"train.interp_lambda": v} for v in (0.0, 0.1, 0.2, 0.3)]
+    runs = {"done": child("t0", points[0], True), "asha": child("t1", points[1], False),
+            "killed_then_rerun": child("t2", points[2], False), "rerun": child("t2", points[2], True),
+            "error": child("t3", points[3], False)}
+    trials = [{"trial_id": "t0", "point": points[0], "metric": 0.5, "evaluations": 4, "error": None},
+              {"trial_id": "t1", "point": points[1], "metric": 0.1, "evaluations": 1, "error": None},
+              {"trial_id": "t2", "point": points[2], "metric": 0.2, "evaluations": 4, "error": None},
+              {"trial_id": "t3", "point": points[3], "metric": float("nan"), "evaluations": 0, "error": "boom"}]
+    _close_children(mlflow_uri, parent, trials[0], trials, max_evals=4)
+    got = {name: client.get_run(run_id) for name, run_id in runs.items()}
+    assert {n: r.info.status for n, r in got.items()} == {
+        "done": "FINISHED", "asha": "KILLED", "killed_then_rerun": "KILLED", "rerun": "FINISHED", "error": "FAILED"}
+    assert got["asha"].data.tags["framecall.trial_status"] == "stopped early (ASHA)"
+    assert got["killed_then_rerun"].data.tags["framecall.trial_status"].startswith("interrupted")
+    assert got["error"].data.tags["framecall.trial_status"] == "error: boom"
+    assert "framecall.trial_status" not in got["done"].data.tags
+    assert [n for n, r in got.items() if r.data.tags["framecall.best_trial"] == "true"] == ["done"]
