@@ -245,11 +245,10 @@ class Reproduction:
         text += (f"\n\nBudget per model: {c.steps} steps x {c.num_workers} workers x batch {c.batch_size}; "
                  f"corpora of {c.num_items} items; seed {c.seed}; wall time of this invocation "
                  f"{time.time() - t0:.0f} s (runs reused from earlier invocations are not re-timed).\n")
-        name = "tables.md" if set(c.tables) == {"table2", "table4", "table5", "decoders"} else \
-            f"tables_{'_'.join(c.tables)}_{c.lg_task}.md"
-        (self.out / name).write_text(text)
-        (self.out / name.replace(".md", "_walls.json").replace("tables_walls", "walls")).write_text(
-            json.dumps(self.walls, indent=2))
+        subset = "" if set(c.tables) == {"table2", "table4", "table5", "decoders"} else \
+            f"_{'_'.join(c.tables)}_{c.lg_task}"
+        (self.out / f"tables{subset}.md").write_text(text)
+        (self.out / f"walls{subset}.json").write_text(json.dumps(self.walls, indent=2))
         return text
 
 

@@ -36,6 +36,21 @@ class FitResult:
     """``models:/name/version`` of the best checkpoint, when registered."""
 
 
+def init_ray(address: str | None, **kwargs) -> None:
+    """Start (or connect to) Ray for a training job or sweep, unless already initialized. The
+    dashboard serves the State API, which Ray Train's placement-group cleaner needs: without it
+    the worker group of a run whose controller was killed (a trial Tune stopped) keeps its CPUs."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=True, configure_logging=False, **kwargs)
+
+
+def data_tasks(data_manifests: list[dict]) -> list[str]:
+    """The task names of the data directories' manifests, sorted."""
+    return sorted({t for m in data_manifests for t in m.get("counts", {})})
+
+
 def ensure_data(cfg: TrainJobConfig) -> list[Path]:
     """The shard directories of the run (several for a mixture), made synthetically if allowed."""
     if cfg.data.mixture:
@@ -144,8 +159,6 @@ def fit(cfg: TrainJobConfig, callbacks: list | None = None, run_tags: dict[str, 
     ``datasets``: the result of ``prepare_datasets`` for this config, made once by a sweep's
     driver for all its trials (no Ray Data execution inside a trial besides the workers' reads).
     """
-    import ray
-    import ray.train
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -167,12 +180,10 @@ def fit(cfg: TrainJobConfig, callbacks: list | None = None, run_tags: dict[str, 
         print(f"[framecall] resuming from {resume_from} at step {manifest['global_step']}")
     data_dirs = ensure_data(cfg)
     data_manifests = [read_data_manifest(d) for d in data_dirs]
-    tasks = sorted({t for m in data_manifests for t in m.get("counts", {})})
+    tasks = data_tasks(data_manifests)
     select_metric = select_metric_name(tasks, cfg.train.select_metric)
 
-    if not ray.is_initialized():
-        # the dashboard serves the State API that Train's placement-group cleaner needs
-        ray.init(address=cfg.ray.address, include_dashboard=True, configure_logging=False)
+    init_ray(cfg.ray.address)
     use_gpu = _use_gpu(cfg.ray.use_gpu)
 
     spec = backbone_spec(cfg.model.name)  # feature parameters belong to the adapter; no weights loaded

@@ -181,35 +181,28 @@ def run_sweep(base_cfg: TrainJobConfig, sweep: SweepSection, output: str | Path,
     base_cfg.data.mixture = {str(Path(d).resolve()): w for d, w in base_cfg.data.mixture.items()}
     base = to_dict(base_cfg)
     validate_sweep(base, sweep)  # before Ray, MLflow or any trial
-    if not base_cfg.data.make_if_missing or base_cfg.data.mixture:
-        from framecall.data.shards import list_shards
+    from framecall.data.shards import read_manifest
+    from framecall.train.runner import data_tasks, ensure_data, init_ray, prepare_datasets
 
-        for d in base_cfg.data.sources:
-            list_shards(d)  # a missing data directory fails here, not in every trial
+    data_dirs = ensure_data(base_cfg)  # a missing data directory fails here, not in every trial
+    data_manifests = [read_manifest(d) for d in data_dirs]
     output.mkdir(parents=True, exist_ok=True)
     tracking_uri = base_cfg.mlflow.tracking_uri or tracking.default_tracking_uri(output)
     state_file = output / "sweep_state.json"
-    if not ray.is_initialized():
-        kwargs = {}
-        if base_cfg.ray.address is None:
-            # a local Ray: each trial holds a CPU besides its workers, so on a 2-core machine 2 workers
-            # x 1 CPU would never fit; count the trials' needs in logical CPUs
-            import math
-            import os
+    kwargs = {}
+    if base_cfg.ray.address is None and not ray.is_initialized():
+        # a local Ray: each trial holds a CPU besides its workers, so on a 2-core machine 2 workers
+        # x 1 CPU would never fit; count the trials' needs in logical CPUs
+        import math
+        import os
 
-            workers = base_cfg.ray.num_workers * base_cfg.ray.cpus_per_worker
-            need = sweep.max_concurrent_trials * (workers + 1)
-            kwargs["num_cpus"] = max(os.cpu_count() or 1, math.ceil(need))
-        # the dashboard serves the State API, which Train's placement-group cleaner needs: without it
-        # the worker group of a trial that Tune stops (ASHA) keeps its CPUs, and the next trial waits
-        ray.init(address=base_cfg.ray.address, include_dashboard=True, configure_logging=False, **kwargs)
-    from framecall.data.shards import read_manifest
-    from framecall.train.runner import ensure_data, prepare_datasets
-
+        workers = base_cfg.ray.num_workers * base_cfg.ray.cpus_per_worker
+        need = sweep.max_concurrent_trials * (workers + 1)
+        kwargs["num_cpus"] = max(os.cpu_count() or 1, math.ceil(need))
+    init_ray(base_cfg.ray.address, **kwargs)  # with the dashboard: Tune stops trials (see init_ray)
     # featurize once, here: every trial trains on the same rows (with data.cache_features=false,
     # for corpora larger than the object store, each trial streams the same lazy pipeline instead)
-    data_dirs = ensure_data(base_cfg)
-    datasets = prepare_datasets(base_cfg, data_dirs, [read_manifest(d) for d in data_dirs])
+    datasets = prepare_datasets(base_cfg, data_dirs, data_manifests)
     tune_dir = output / "tune"
     name = "sweep"
     if resume:
@@ -246,7 +239,7 @@ def run_sweep(base_cfg: TrainJobConfig, sweep: SweepSection, output: str | Path,
             run_config=tune.RunConfig(name=name, storage_path=str(tune_dir)),
         )
     grid = tuner.fit()
-    outputs = output_columns(base_cfg, data_dirs)
+    outputs = output_columns(base_cfg, data_tasks(data_manifests))
     trials = []
     for r in grid:
         point = {k: v for k, v in r.config.items() if not k.startswith("_")}
@@ -282,13 +275,11 @@ def run_sweep(base_cfg: TrainJobConfig, sweep: SweepSection, output: str | Path,
     return SweepResult(best["point"], best["metric"], config_path, parent, trials, table, time.time() - t0)
 
 
-def output_columns(cfg: TrainJobConfig, data_dirs: list[Path]) -> list[str]:
+def output_columns(cfg: TrainJobConfig, tasks: list[str]) -> list[str]:
     """Validation columns of the table: the selection metric of every output the model has
     (the Poisson/binary decoder and, for the interpolated loss, the generated tokens)."""
-    from framecall.data.shards import read_manifest
     from framecall.train.evaluation import select_metric_name
 
-    tasks = {t for d in data_dirs for t in read_manifest(d).get("counts", {})}
     metric = select_metric_name(tasks, cfg.train.select_metric).replace("@", "")
     names = [cfg.primary_output] + (["tokens"] if cfg.token_output and cfg.primary_output != "tokens" else [])
     return [f"val_{n}_{metric}" for n in names] + (["val_tokens_parse_failure_rate"] if cfg.token_output else [])
