@@ -37,7 +37,7 @@ if __name__ == "__main__":
     if args.output_json:
         Path(args.output_json).write_text(json.dumps(report, indent=2))
     if args.mlflow_uri:
-        from framecall.train.tracking import RunLogger, start_run
+        from framecall.tracking import RunLogger, start_run
 
         run = start_run(args.mlflow_uri, "bench_speed", Path(args.figure).resolve().parent / "mlartifacts",
                         "bench_speed", params={"checkpoint": args.checkpoint, "data": args.data}, tags={})

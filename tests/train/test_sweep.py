@@ -97,7 +97,7 @@ def test_runs_left_open_by_stopped_or_interrupted_trials_are_closed_with_the_rea
 
     from mlflow.tracking import MlflowClient
 
-    from framecall.train import tracking
+    from framecall import tracking
     from framecall.train.sweep import _close_children
 
     def child(trial_id, point, finish):

@@ -120,7 +120,7 @@ def table(reports: dict[str, dict[str, Any]], judge: str = "rule") -> str:
 
 
 def log_report(tracking_uri: str, reports: dict[str, dict[str, Any]], output: Path) -> str:
-    from framecall.train.tracking import RunLogger, start_run
+    from framecall.tracking import RunLogger, start_run
 
     run_id = start_run(tracking_uri, "polyaudio", output / "mlartifacts", "eval_polyaudio",
                        params={"models": ",".join(reports)}, tags={"framecall.bench": "polyaudio"})

@@ -1,1 +1,1 @@
-"""Training: configs, the per-worker loop, checkpoints, MLflow tracking, evaluation."""
+"""Training: configs, the per-worker loop, checkpoints, evaluation (MLflow tracking: :mod:`framecall.tracking`)."""
