@@ -6,7 +6,6 @@ the alignment output formats. ``framecall.serve_app`` wraps this in deployments.
 from __future__ import annotations
 
 import os
-import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,10 +16,10 @@ import torch
 
 from framecall.audio.features import FeatureParams, log_mel
 from framecall.data.collate import pad_features
-from framecall.data.synthetic import alignment_prompt
 from framecall.frames.alignment import detect_speech_end, word_intervals
 from framecall.frames.decoding import DECODERS, POISSON_ONLY, decode, expected_count
 from framecall.frames.units import FrameGrid
+from framecall.prompts import alignment_prompt, task_of
 
 SAMPLE_RATE = 16000
 OUTPUT_FORMATS = ("json", "textgrid", "ctm")
@@ -92,19 +91,9 @@ def admit_checkpoint(settings: ServeSettings) -> Path:
     return path
 
 
-QUESTION_TYPES = {  # the question templates each task was trained on (framecall.data.synthetic)
-    "words_all": re.compile(r"^\s*Transcript:", re.I),
-    "words": re.compile(r"occurrence of the word\b", re.I),
-    "events": re.compile(r"occurrence of the event\b", re.I),
-    "speakers": re.compile(r"\bspeaker start", re.I),
-}
-
-
 def question_task(question: str) -> str | None:
-    for task, pattern in QUESTION_TYPES.items():
-        if pattern.search(question):
-            return task
-    return None
+    """The task a question asks (the templates each task was trained on, :mod:`framecall.prompts`), or None."""
+    return task_of(question)[0]
 
 
 @dataclass

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import requests
 
-from framecall.data.collate import qwen_audio_tokens
+from framecall.models.spec import qwen_audio_tokens
 from tests_helpers import make_checkpoint, speech_clip, wav_bytes
 
 pytestmark = pytest.mark.slow

@@ -23,12 +23,7 @@ from ray.data.collate_fn import NumpyBatchCollateFn
 
 from framecall.data.pipeline import features_from_bytes
 from framecall.frames.units import FrameGrid
-
-
-def qwen_audio_tokens(num_mel_frames: int) -> int:
-    """Audio tokens Qwen2-Audio / Qwen2.5-Omni emit for F mel frames (conv stride 2, pool 2)."""
-    after_conv = (num_mel_frames - 1) // 2 + 1
-    return (after_conv - 2) // 2 + 1
+from framecall.models.spec import qwen_audio_tokens
 
 
 def _as_list(column: Any) -> list:

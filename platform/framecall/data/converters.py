@@ -26,7 +26,7 @@ import numpy as np
 
 from framecall.audio.io import AudioError, decode_audio, encode_flac
 from framecall.data.shards import ShardWriter
-from framecall.data.synthetic import ordinal
+from framecall.prompts import alignment_prompt, event_question, speaker_question, word_question
 
 AUDIO_EXTENSIONS = (".flac", ".wav", ".ogg")
 
@@ -127,7 +127,7 @@ def convert_librispeech_mfa(
                 times = [round(s, 4) for _, s, _ in words]
                 target = json.dumps([round(t, 2) for t in times])
                 yield _row(f"librispeech-{grid.stem}-all", "words_all", split, "librispeech_mfa", samples, sr,
-                           f"Transcript: {transcript}. Based on the transcript, output the timestamps for every word.",
+                           alignment_prompt(transcript),
                            target, target, times, None, meta)
             if "words" in tasks:
                 rng = np.random.default_rng([seed, n])
@@ -135,7 +135,7 @@ def convert_librispeech_mfa(
                 word, start, _ = words[i]
                 k = sum(1 for w, _, _ in words[: i + 1] if w == word)
                 yield _row(f"librispeech-{grid.stem}-w{i}", "words", split, "librispeech_mfa", samples, sr,
-                           f"When does the {ordinal(k)} occurrence of the word '{word}' occur?",
+                           word_question(k, word),
                            json.dumps([{"word": word, "start": round(start, 2)}]), f"{start:.2f}",
                            [round(start, 4)], k, meta)
 
@@ -194,7 +194,7 @@ def convert_libricount(
             k = int(np.random.default_rng([seed, n]).integers(1, len(onsets) + 1))
             t = onsets[k - 1]
             yield _row(f"libricount-{label.stem}", "speakers", split, "libricount", samples, sr,
-                       f"When does the {ordinal(k)} speaker start speaking?",
+                       speaker_question(k),
                        json.dumps([{"speaker": k, "start": round(t, 2)}]), f"{t:.2f}", [round(t, 4)], k,
                        {"num_speakers": len(onsets), "onsets_s": onsets, "audio_path": str(audio)})
 
@@ -266,7 +266,7 @@ def convert_audioset_strong(
             onset, _, label = events[i]
             k = sum(1 for _, _, lab in events[: i + 1] if lab == label)
             yield _row(f"audioset-{seg}-e{i}", "events", split, "audioset_strong", samples, sr,
-                       f"When does the {ordinal(k)} occurrence of the event '{label}' occur?",
+                       event_question(k, label),
                        json.dumps([{"event": label, "start": round(onset, 2)}]), f"{onset:.2f}",
                        [round(onset, 4)], k,
                        {"events": [{"label": lab, "onset_s": on, "offset_s": off} for on, off, lab in events],

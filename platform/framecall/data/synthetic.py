@@ -26,31 +26,12 @@ from framecall.audio.espeak import VoiceSettings, get_synthesizer
 from framecall.audio.events import EVENT_GENERATORS, add_noise, make_event
 from framecall.audio.io import TARGET_SAMPLE_RATE, encode_flac, resample
 from framecall.data.schema import TASKS
+from framecall.prompts import VOCABULARY, alignment_prompt, event_question, speaker_question, word_question
 
 SR = TARGET_SAMPLE_RATE
 
-# A small vocabulary on purpose: words repeat within a clip, so "k-th occurrence" questions
-# with k > 1 occur naturally.
-VOCABULARY = (
-    "the a of and to in is was he she it that for on with as his they be at one have this "
-    "from or had by word but what some we can out other were all there when up use your how "
-    "said an each which do their time if will way about many then them write would like so "
-    "these her long make thing see him two has look more day could go come did number sound "
-    "no most people my over know water than call first who may down side been now find any "
-    "new work part take get place made live where after back little only round man year came "
-    "show every good me give our under name very through just form much great think say help "
-    "low line before turn cause same mean differ move right boy old too does tell sentence set "
-    "three want air well also play small end put home read hand port large spell add even land "
-    "here must big high such follow act why ask men change went light kind off need house picture"
-).split()
-
 VOICES = ("en-us", "en", "en-gb-x-rp", "en-029", "en-gb-scotland")
 VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "f5", None)
-
-
-def ordinal(k: int) -> str:
-    suffix = "th" if 10 <= k % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(k % 10, "th")
-    return f"{k}{suffix}"
 
 
 @dataclass
@@ -104,11 +85,6 @@ class SynthConfig:
 
 class WindowUnreachable(RuntimeError):
     """No draw put an askable event in the answer window."""
-
-
-def alignment_prompt(transcript: str) -> str:
-    """The words_all question; Serve's /v1/align asks it of a model trained on words_all."""
-    return f"Transcript: {transcript}. Based on the transcript, output the timestamps for every word."
 
 
 def _in_window(t: float, window: tuple[float, float] | None) -> bool:
@@ -188,7 +164,7 @@ def _gen_words(rng: np.random.Generator, cfg: SynthConfig, all_words: bool) -> d
     i = int(rng.choice(candidates))
     word, t = words[i]
     k = sum(1 for w, _ in words[: i + 1] if w == word)
-    prompt = f"When does the {ordinal(k)} occurrence of the word '{word}' occur?"
+    prompt = word_question(k, word)
     target = json.dumps([{"word": word, "start": round(t, 2)}])
     return dict(prompt=prompt, target_text=target, answer=f"{t:.2f}", audio=clip, duration_s=duration,
                 event_times_s=[round(t, 4)], query_index=k, meta=meta)
@@ -221,7 +197,7 @@ def _gen_speakers(rng: np.random.Generator, cfg: SynthConfig) -> dict[str, Any]:
         raise WindowUnreachable(f"no speaker onset inside {cfg.answer_window}")
     j = int(rng.choice(candidates))
     t = onsets[j]
-    prompt = f"When does the {ordinal(j + 1)} speaker start speaking?"
+    prompt = speaker_question(j + 1)
     target = json.dumps([{"speaker": j + 1, "start": round(t, 2)}])
     meta = {"num_speakers": k, "speakers": voices}
     return dict(prompt=prompt, target_text=target, answer=f"{t:.2f}", audio=clip, duration_s=duration,
@@ -260,7 +236,7 @@ def _gen_events(rng: np.random.Generator, cfg: SynthConfig) -> dict[str, Any]:
     i = int(rng.choice(candidates))
     label, onset, _ = events[i]
     k = sum(1 for lab, _, _ in events[: i + 1] if lab == label)
-    prompt = f"When does the {ordinal(k)} occurrence of the event '{label}' occur?"
+    prompt = event_question(k, label)
     target = json.dumps([{"event": label, "start": round(onset, 2)}])
     meta = {"events": [{"label": lab, "onset_s": round(on, 6), "offset_s": round(off, 6)} for lab, on, off in events],
             "snr_db": snr}

@@ -20,8 +20,9 @@ import torch
 from torch import nn
 
 from framecall.audio.features import FeatureParams
-from framecall.data.collate import qwen_audio_tokens
+from framecall.models.spec import qwen_audio_tokens
 from framecall.models.tiny import TINY_PRESETS, ensure_tiny
+from framecall.prompts import ANSWER_HINT, multi_clip_prompt
 
 PromptOrder = Literal["question_first", "audio_first"]
 FRAME_S = 0.04  # one audio token per 40 ms in both architectures
@@ -134,12 +135,12 @@ class QwenAudioBackbone(nn.Module):
         return f"<|im_start|>user\n{body}<|im_end|>\n<|im_start|>assistant\n"
 
     def multi_prompt_text(self, question: str, tokens_per_clip: list[int], order: PromptOrder = "audio_first",
-                          answer_hint: str = " Put your final answer inside <answer></answer>.") -> str:
+                          answer_hint: str = ANSWER_HINT) -> str:
         """Several clips in one turn, Qwen2-Audio's interleaved form (the Omni thinker takes the
-        same placeholders): "Audio 1: <audio> Audio 2: <audio> ... question"."""
-        audios = "".join(f"Audio {k + 1}: <|audio_bos|>" + "<|AUDIO|>" * n + "<|audio_eos|>\n"
-                         for k, n in enumerate(tokens_per_clip))
-        body = f"{audios}{question}{answer_hint}" if order == "audio_first" else f"{question}{answer_hint}\n{audios}"
+        same placeholders): "Audio 1: <audio> Audio 2: <audio> ... question" (layout and answer
+        hint: :func:`framecall.prompts.multi_clip_prompt`)."""
+        audios = ["<|audio_bos|>" + "<|AUDIO|>" * n + "<|audio_eos|>" for n in tokens_per_clip]
+        body = multi_clip_prompt(question, audios, order, answer_hint)
         return f"<|im_start|>user\n{body}<|im_end|>\n<|im_start|>assistant\n"
 
     @torch.no_grad()

@@ -20,7 +20,7 @@ from pathlib import Path
 from framecall.cache import cache_dir
 
 TINY_PRESETS = ("tiny-omni", "tiny-qwen2-audio", "tiny-judge")
-_VERSION = "v1"  # bump when a preset changes: the cache key
+_VERSION = "v2"  # bump when a preset or how its tokenizer is built changes (v2: answer tags are text tokens)
 
 
 def _text_kwargs(vocab: int, hidden: int, layers: int, heads: int) -> dict:
@@ -79,10 +79,13 @@ def ensure_tiny(name: str) -> Path:
     """Directory of preset ``name`` in the cache, built on first use (atomically)."""
     if name not in TINY_PRESETS:
         raise ValueError(f"unknown tiny preset {name!r}; valid: {list(TINY_PRESETS)}")
-    target = cache_dir("models") / f"{name}-{_VERSION}"
+    from framecall.models.tokenizer import build_tokenizer, fingerprint
+
+    # the key changes with the preset version and with the tokenizer's inputs: a tiny model cached with
+    # another tokenizer is never reused
+    target = cache_dir("models") / f"{name}-{_VERSION}-tok{fingerprint()}"
     if (target / "config.json").is_file():
         return target
-    from framecall.models.tokenizer import build_tokenizer
 
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{name}-"))
     try:

@@ -19,6 +19,7 @@ import soundfile as sf
 
 from framecall.polyaudio.clips import SPLITS, SR, ClipSource
 from framecall.polyaudio.tasks import GENERATOR_VERSION, GENERATORS
+from framecall.prompts import answer_text
 
 GAP_S = 2.0
 
@@ -79,7 +80,7 @@ def generate_items(cfg: PolyConfig) -> Iterator[dict[str, Any]]:
             yield {
                 "id": f"poly-{name}-{cfg.split}-s{cfg.seed}-{i:05d}", "task": f"poly_{name}", "split": cfg.split,
                 "source": "synthetic-polyaudio", "prompt": task.question,
-                "target_text": f"<answer>{task.reference}</answer>", "answer": task.reference,
+                "target_text": answer_text(task.reference), "answer": task.reference,
                 "audio": encode_ogg(joined), "sample_rate": SR, "duration_s": joined.size / SR,
                 "event_times_s": times, "num_events": len(times), "query_index": None,
                 "clips": [{"audio": encode_ogg(c.samples), "sample_rate": SR, "duration_s": c.duration_s,

@@ -1,0 +1,80 @@
+"""framecall.prompts: templates render the shards' exact strings, task_of reads them back."""
+
+import pytest
+
+from framecall.prompts import (
+    ANSWER_HINT, TEMPLATES, alignment_prompt, answer_text, event_question, multi_clip_prompt, ordinal, render,
+    speaker_question, task_of, tokenizer_training_text, word_question,
+)
+
+
+def test_ordinals():
+    assert [ordinal(k) for k in (1, 2, 3, 4, 11, 12, 13, 21, 22, 101, 111)] == [
+        "1st", "2nd", "3rd", "4th", "11th", "12th", "13th", "21st", "22nd", "101st", "111th"]
+
+
+def test_templates_are_the_shards_strings():
+    """Byte for byte what data/synthetic.py and data/converters.py wrote before the move."""
+    assert word_question(2, "much") == "When does the 2nd occurrence of the word 'much' occur?"
+    assert event_question(1, "chirp") == "When does the 1st occurrence of the event 'chirp' occur?"
+    assert speaker_question(3) == "When does the 3rd speaker start speaking?"
+    assert alignment_prompt("much ado much") == ("Transcript: much ado much. Based on the transcript, output the "
+                                                 "timestamps for every word.")
+
+
+@pytest.mark.parametrize("task,params", [
+    ("words", {"k": 2, "word": "much"}),
+    ("words", {"k": 11, "word": "don't"}),
+    ("events", {"k": 1, "label": "Dog bark"}),
+    ("speakers", {"k": 23}),
+    ("words_all", {"transcript": "a b. c d"}),
+])
+def test_task_of_inverts_render(task, params):
+    question = render(task, **params)
+    assert task_of(question) == (task, params)
+
+
+@pytest.mark.parametrize("question,task", [
+    ("when does the second occurrence of the word 'x' occur", "words"),
+    ("  transcript: a b. Give every word's start.", "words_all"),
+    ("At what time does the 2nd speaker start talking?", "speakers"),
+    ("Find the third occurrence of the event 'knock'.", "events"),
+])
+def test_task_of_recognises_other_wordings_without_params(question, task):
+    assert task_of(question) == (task, {})
+
+
+def test_task_of_unknown_question():
+    assert task_of("what is the capital of France?") == (None, {})
+
+
+def test_render_unknown_task_lists_the_valid_ones():
+    with pytest.raises(ValueError, match="words_all"):
+        render("captioning", k=1)
+    assert set(TEMPLATES) == {"words", "words_all", "speakers", "events"}
+
+
+def test_multi_clip_layout_and_answer_format():
+    assert ANSWER_HINT == " Put your final answer inside <answer></answer>."
+    assert answer_text("Audio 2") == "<answer>Audio 2</answer>"
+    assert multi_clip_prompt("Which?", ["<a1>", "<a2>"]) == f"Audio 1: <a1>\nAudio 2: <a2>\nWhich?{ANSWER_HINT}"
+    assert multi_clip_prompt("Which?", ["<a1>"], order="question_first", answer_hint="") == "Which?\nAudio 1: <a1>\n"
+
+
+def test_tokenizer_text_uses_the_templates():
+    text = tokenizer_training_text()
+    assert word_question(11, "much") in text and speaker_question(1) in text
+    assert alignment_prompt("a b c") in text
+
+
+def test_backbone_multi_clip_prompt_is_unchanged():
+    """The PolyAudio chat prompt, byte for byte as before the layout moved here (the method reads no state)."""
+    from framecall.models.backbone import QwenAudioBackbone
+
+    clip = "<|audio_bos|>" + "<|AUDIO|>" * 2 + "<|audio_eos|>"
+    text = QwenAudioBackbone.multi_prompt_text(None, "Which one?", [2, 2])  # type: ignore[arg-type]
+    assert text == (f"<|im_start|>user\nAudio 1: {clip}\nAudio 2: {clip}\nWhich one? Put your final answer inside "
+                    "<answer></answer>.<|im_end|>\n<|im_start|>assistant\n")
+    text = QwenAudioBackbone.multi_prompt_text(None, "Which one?", [2], order="question_first")  # type: ignore[arg-type]
+    assert text == (f"<|im_start|>user\nWhich one? Put your final answer inside <answer></answer>.\nAudio 1: {clip}\n"
+                    "<|im_end|>\n<|im_start|>assistant\n")
