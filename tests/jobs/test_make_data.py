@@ -65,7 +65,9 @@ def test_same_config_same_bytes(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     for d in (a, b):
         _run("jobs/make_data.py", "--task", "speakers", "--num", "12", "--output", str(d), "--seed", "4")
-    sha = lambda d: [s["sha256"] for s in json.loads((d / "_manifest.json").read_text())["shards"]]
+    def sha(d):
+        return [s["sha256"] for s in json.loads((d / "_manifest.json").read_text())["shards"]]
+
     assert sha(a) == sha(b)
 
 
