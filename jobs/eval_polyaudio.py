@@ -45,10 +45,9 @@ def main(argv=None) -> dict:
             judges.append(LLMJudge(args.judge_url, args.judge_model, guided=args.judge_guided))
         else:
             p.error(f"unknown judge {name!r}; valid: rule, llm")
-    import ray
+    from framecall.runtime import init_ray
 
-    if not ray.is_initialized():
-        ray.init(include_dashboard=False, configure_logging=False)
+    init_ray()
     models = {"model": args.model, **dict(b.split("=", 1) for b in args.baseline)}
     reports = {name: run_bench(m, args.bench, judges, args.actors, args.batch_size, args.max_new_tokens,
                                args.single_audio, args.limit) for name, m in models.items()}

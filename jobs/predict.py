@@ -28,10 +28,9 @@ def main(argv=None) -> dict:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--actors", type=int, default=1, help="model replicas in the actor pool")
     args = p.parse_args(argv)
-    import ray
+    from framecall.runtime import init_ray
 
-    if not ray.is_initialized():
-        ray.init(include_dashboard=False, configure_logging=False)
+    init_ray()
     data = args.data.split(",") if "," in args.data else args.data
     cfg = PredictConfig(checkpoint=args.checkpoint, output=args.output, format=args.format,
                         num_events=args.num_events, bad_rows=args.bad_rows, batch_size=args.batch_size,

@@ -13,14 +13,27 @@ def train_config(tmp_path, data, mlflow_uri, loss="poisson", steps=4, **extra):
                         overrides=overrides)
 
 
+def tiny_manifest(**fields):
+    """A valid CheckpointManifest of the tiny Omni backbone with a Poisson head; ``fields`` override."""
+    from framecall.audio.features import FeatureParams
+    from framecall.models.checkpoint import CheckpointManifest, LoraSpec
+
+    base = dict(backbone="tiny-omni", model_type="qwen2_5_omni", head="poisson", loss="poisson",
+                default_decoder="topn_nms", frame_s=0.04, subframes=4, features=FeatureParams())
+    base.update(fields)
+    if isinstance(base.get("lora"), dict):
+        base["lora"] = LoraSpec(**base["lora"])
+    return CheckpointManifest(**base)
+
+
 def make_checkpoint(path, tasks, head="poisson", model="tiny-omni", seed=0, token_output=False):
     """An untrained but non-trivial checkpoint (random head) with a real manifest, no Ray."""
     from pathlib import Path
 
     import torch
 
-    from framecall.audio.features import FeatureParams
-    from framecall.models.frame_model import build_frame_model, save_weights, write_manifest
+    from framecall.models.checkpoint import write_manifest
+    from framecall.models.frame_model import build_frame_model, save_weights
 
     torch.manual_seed(seed)
     frame_model = build_frame_model(model, head, 4)
@@ -29,11 +42,8 @@ def make_checkpoint(path, tasks, head="poisson", model="tiny-omni", seed=0, toke
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     save_weights(frame_model, path)
-    write_manifest(path, {"backbone": model, "model_type": "qwen2_5_omni", "head": head, "loss": head,
-                          "default_decoder": "topn_nms", "frame_s": 0.04, "subframes": 4, "finetune": "full",
-                          "features": FeatureParams().to_dict(), "tasks": list(tasks), "global_step": 0,
-                          "nms_min_separation": 3, "token_output": token_output,
-                          "token_prompt_order": "question_first"})
+    write_manifest(path, tiny_manifest(backbone=model, head=head, loss=head, tasks=list(tasks),
+                                       token_output=token_output, token_prompt_order="question_first"))
     return path
 
 

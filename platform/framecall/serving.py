@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from framecall.audio.features import FeatureParams, log_mel
+from framecall.audio.features import log_mel
 from framecall.data.collate import pad_features
 from framecall.frames.alignment import detect_speech_end, word_intervals
 from framecall.frames.decoding import DECODERS, POISSON_ONLY, decode, expected_count
@@ -144,15 +144,14 @@ class FrameEngine:
         self.settings = settings
         ckpt = admit_checkpoint(settings)
         self.model, self.manifest = load_frame_model(ckpt)
-        if self.model.head is None:
-            raise ValueError(f"{settings.checkpoint}: a token model has no frame head to serve")
-        self.head = self.manifest["head"]
-        self.decoder = settings.decoder or self.manifest["default_decoder"]
+        self.manifest.check(settings.checkpoint, frame_head=True)
+        self.head = self.manifest.head
+        self.decoder = settings.decoder or self.manifest.default_decoder
         if self.head == "binary" and self.decoder in POISSON_ONLY:
             raise ValueError(f"decoder {self.decoder!r} needs a Poisson head; this checkpoint has a binary one")
-        self.grid = FrameGrid(self.manifest["frame_s"], self.manifest["subframes"])
-        self.features = FeatureParams(**self.manifest["features"])
-        self.tasks = list(self.manifest.get("tasks") or [])
+        self.grid = FrameGrid(self.manifest.frame_s, self.manifest.subframes)
+        self.features = self.manifest.features
+        self.tasks = list(self.manifest.tasks)
         limit = settings.chunk_seconds or self.model.backbone.max_audio_seconds
         self.window = int(limit * SAMPLE_RATE) if limit else None
         self.overlap = int(settings.chunk_overlap_seconds * SAMPLE_RATE)
@@ -160,10 +159,10 @@ class FrameEngine:
         name = settings.model_name or (settings.checkpoint.split("/")[1] if settings.checkpoint.startswith("models:/")
                                        else Path(settings.checkpoint).name)
         version = (settings.checkpoint.rstrip("/").split("/")[-1] if settings.checkpoint.startswith("models:/")
-                   else f"step-{self.manifest.get('global_step', 0)}")
-        self.info = {"name": name, "version": version, "head": self.head, "loss": self.manifest.get("loss"),
-                     "decoder": self.decoder, "tasks": self.tasks, "backbone": self.manifest.get("backbone"),
-                     "git_sha": self.manifest.get("git_sha")}
+                   else f"step-{self.manifest.global_step}")
+        self.info = {"name": name, "version": version, "head": self.head, "loss": self.manifest.loss,
+                     "decoder": self.decoder, "tasks": self.tasks, "backbone": self.manifest.backbone,
+                     "git_sha": self.manifest.git_sha}
 
     @torch.no_grad()
     def predict(self, queries: list[Query]) -> list[dict[str, Any]]:
@@ -192,7 +191,7 @@ class FrameEngine:
             if n is not None:
                 n = min(n, curve.numel())
             pos = decode(self.decoder, curve, n, head=self.head,
-                         min_separation=self.manifest.get("nms_min_separation", 3))
+                         min_separation=self.manifest.nms_min_separation)
             times = [round(float(t), 4) for t in self.grid.to_seconds(pos)]
             result = {"times_s": times, "num_events": len(times),
                       "count_estimate": None if estimate is None else round(estimate, 3),

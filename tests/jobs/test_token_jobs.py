@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from framecall.models.frame_model import load_frame_model, read_manifest
+from framecall.models.checkpoint import read_manifest
+from framecall.models.frame_model import load_frame_model
 from framecall.train.evaluate import evaluate_checkpoint
 from framecall.train.runner import fit
 from tests_helpers import train_config
@@ -41,8 +42,8 @@ def test_train_tokens_job(ray_session, tiny_words_all, mlflow_uri, tmp_path):
         "train.objective": "tokens", "eval.max_new_tokens": 12, "mlflow.registered_model_name": "t-tokens"})
     res = fit(cfg)
     manifest = read_manifest(res.best_checkpoint)
-    assert manifest["head"] == "tokens" and manifest["default_decoder"] == "tokens" and manifest["token_output"]
-    assert manifest["token_prompt_order"] == "audio_first"  # the models' chat order
+    assert manifest.head == "tokens" and manifest.default_decoder == "tokens" and manifest.token_output
+    assert manifest.token_prompt_order == "audio_first"  # the models' chat order
     data = _metrics(mlflow_uri, res.run_id)
     for k in ("train/token_loss", "val/tokens_acc20ms", "val/tokens_parse_failure_rate",
               "test/tokens_parse_failure_rate", "test/tokens_mad_s"):
@@ -66,9 +67,9 @@ def test_interpolated_mixture_registered_and_reloaded(ray_session, tiny_words_al
         "data.mixture": mixture, "mlflow.registered_model_name": "t-interp"})
     res = fit(cfg)
     manifest = read_manifest(res.best_checkpoint)
-    assert manifest["loss"] == "interpolated+poisson" and manifest["head"] == "poisson"
-    assert manifest["token_output"] and manifest["token_prompt_order"] == "question_first"
-    assert manifest["tasks"] == ["events", "words_all"] and manifest["interp_lambda"] == 0.05
+    assert manifest.loss == "interpolated+poisson" and manifest.head == "poisson"
+    assert manifest.token_output and manifest.token_prompt_order == "question_first"
+    assert manifest.tasks == ["events", "words_all"] and manifest.interp_lambda == 0.05
     data = _metrics(mlflow_uri, res.run_id)
     for k in ("train/token_loss", "train/frame_loss", "train/loss", "val/tokens_acc40ms", "val/topn_nms_acc40ms",
               "test/posterior_mode_acc40ms", "test/tokens_parse_failure_rate"):

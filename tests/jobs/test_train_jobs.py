@@ -11,9 +11,9 @@ import pytest
 from framecall.config import ConfigError
 from framecall.data.shards import ShardDirectoryError
 from framecall.models.backbone import BackboneError
-from framecall.models.frame_model import CheckpointError, read_manifest
+from framecall.models.checkpoint import CheckpointError, read_manifest
 from framecall.train.runner import fit, latest_checkpoint
-from tests_helpers import train_config
+from tests_helpers import tiny_manifest, train_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -29,8 +29,8 @@ def _run(mlflow_uri, run_id):
 def test_train_poisson_then_resume(ray_session, tiny_words_all, mlflow_uri, tmp_path):
     res = fit(train_config(tmp_path, tiny_words_all, mlflow_uri))
     manifest = read_manifest(res.best_checkpoint)
-    assert manifest["head"] == "poisson" and manifest["loss"] == "poisson" and manifest["global_step"] in (2, 4)
-    assert manifest["mlflow_run_id"] == res.run_id and manifest["frame_s"] == 0.04 and manifest["subframes"] == 4
+    assert manifest.head == "poisson" and manifest.loss == "poisson" and manifest.global_step in (2, 4)
+    assert manifest.mlflow_run_id == res.run_id and manifest.frame_s == 0.04 and manifest.subframes == 4
     assert (res.best_checkpoint / "model.safetensors").is_file()
     client, run = _run(mlflow_uri, res.run_id)
     keys = set(run.data.metrics)
@@ -50,7 +50,7 @@ def test_train_poisson_then_resume(ray_session, tiny_words_all, mlflow_uri, tmp_
     assert resumed.run_id == res.run_id
     steps = [m.step for m in client.get_metric_history(res.run_id, "val/topn_nms_acc20ms")]
     assert steps == [2, 4, 6]
-    assert read_manifest(latest_checkpoint(tmp_path / "out"))["global_step"] == 6
+    assert read_manifest(latest_checkpoint(tmp_path / "out")).global_step == 6
 
 
 @pytest.mark.slow
@@ -58,7 +58,7 @@ def test_train_binary_job(ray_session, tiny_words_all, mlflow_uri, tmp_path):
     res = fit(train_config(tmp_path, tiny_words_all, mlflow_uri, loss="binary", steps=2, **{"eval.default_decoder": "topk",
                                                                                    "eval.decoders": "topk,topn_nms"}))
     manifest = read_manifest(res.best_checkpoint)
-    assert manifest["head"] == "binary" and manifest["default_decoder"] == "topk"
+    assert manifest.head == "binary" and manifest.default_decoder == "topk"
     _, run = _run(mlflow_uri, res.run_id)
     assert "val/topk_acc40ms" in run.data.metrics and "val/posterior_mode_acc20ms" not in run.data.metrics
     out = tmp_path / "eval.json"
@@ -81,8 +81,7 @@ def test_bad_inputs_fail_before_any_worker(ray_session, tiny_words_all, mlflow_u
     # a binary checkpoint where a Poisson run resumes
     ckpt = tmp_path / "out" / "ray" / "run-x" / "checkpoint_0"
     ckpt.mkdir(parents=True)
-    (ckpt / "manifest.json").write_text(json.dumps({"format_version": 1, "head": "binary", "subframes": 4,
-                                                    "global_step": 3}))
+    (ckpt / "manifest.json").write_text(tiny_manifest(head="binary", global_step=3).to_json())
     with pytest.raises(CheckpointError, match="has a 'binary' head, but a 'poisson' head was asked for"):
         fit(train_config(tmp_path, tiny_words_all, mlflow_uri, resume="true"))
     assert not list((tmp_path / "out" / "ray").glob("run-1*"))  # no Ray Train run was started

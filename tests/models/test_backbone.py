@@ -9,9 +9,9 @@ from framecall.data.collate import FrameCollator
 from framecall.data.pipeline import PipelineConfig, featurize_batch
 from framecall.data.synthetic import SynthConfig, generate
 from framecall.models.backbone import BackboneError, load_backbone, resolve_model_path
-from framecall.models.frame_model import (
-    CheckpointError, FrameModel, apply_finetune, load_frame_model, read_manifest, save_weights, write_manifest,
-)
+from framecall.models.checkpoint import CheckpointError, read_manifest, write_manifest
+from framecall.models.frame_model import FrameModel, apply_finetune, load_frame_model, save_weights
+from tests_helpers import tiny_manifest
 
 
 @pytest.fixture(scope="module")
@@ -77,13 +77,12 @@ def test_checkpoint_roundtrip_and_head_mismatch(rows, tmp_path):
     with torch.no_grad():
         model.head.proj.bias.add_(0.5)  # make it differ from a fresh init
     save_weights(model, tmp_path)
-    write_manifest(tmp_path, {"backbone": "tiny-omni", "head": "poisson", "subframes": 4, "finetune": "full",
-                              "default_decoder": "topn_nms", "frame_s": 0.04, "features": {}, "lora": None})
+    write_manifest(tmp_path, tiny_manifest())
     loaded, manifest = load_frame_model(tmp_path)
     batch = _batch(rows, bb)
     with torch.no_grad():
         assert torch.allclose(model(batch)[0], loaded(batch)[0], atol=1e-6)
-    assert read_manifest(tmp_path)["format_version"] == 1
+    assert read_manifest(tmp_path).format_version == 2
     with pytest.raises(CheckpointError, match="has a 'poisson' head, but a 'binary' head was asked for"):
         load_frame_model(tmp_path, expect_head="binary")
     with pytest.raises(CheckpointError, match="no manifest.json"):
@@ -99,9 +98,7 @@ def test_lora_checkpoint_roundtrip(rows, tmp_path):
             if "lora_B" in name:
                 p.normal_(0, 0.05)  # LoRA B starts at zero: make the adapters matter
     save_weights(model, tmp_path)
-    write_manifest(tmp_path, {"backbone": "tiny-omni", "head": "poisson", "subframes": 4, "finetune": "lora",
-                              "default_decoder": "topn_nms", "frame_s": 0.04, "features": {},
-                              "lora": {"r": 4, "alpha": 8, "targets": ["q_proj", "k_proj", "v_proj", "o_proj"]}})
+    write_manifest(tmp_path, tiny_manifest(finetune="lora", lora={"r": 4, "alpha": 8}))
     from safetensors.torch import load_file
 
     saved = load_file(str(tmp_path / "model.safetensors"))

@@ -8,9 +8,11 @@ from framecall.audio.features import FeatureParams
 from framecall.data.collate import FrameCollator
 from framecall.data.pipeline import PipelineConfig, featurize_batch
 from framecall.data.synthetic import SynthConfig, generate
-from framecall.models.frame_model import build_frame_model, load_frame_model, read_manifest, save_weights, \
-    write_manifest
-from framecall.models.registry import RegistryError, export_standalone, register_checkpoint, resolve_checkpoint
+from framecall.models.checkpoint import read_manifest, write_manifest
+from framecall.models.export import export_standalone
+from framecall.models.frame_model import build_frame_model, load_frame_model, save_weights
+from framecall.models.registry import RegistryError, register_checkpoint, resolve_checkpoint
+from tests_helpers import tiny_manifest
 
 
 def _lora_checkpoint(tmp_path):
@@ -24,10 +26,9 @@ def _lora_checkpoint(tmp_path):
     ckpt = tmp_path / "lora"
     ckpt.mkdir()
     save_weights(model, ckpt)
-    write_manifest(ckpt, {"backbone": "tiny-omni", "head": "poisson", "loss": "interpolated+poisson",
-                          "default_decoder": "topn_nms", "frame_s": 0.04, "subframes": 4, "finetune": "lora",
-                          "lora": {"r": 4, "alpha": 8, "targets": ["q_proj", "v_proj"]}, "token_output": True,
-                          "token_prompt_order": "question_first", "features": FeatureParams().to_dict()})
+    write_manifest(ckpt, tiny_manifest(loss="interpolated+poisson", finetune="lora",
+                                       lora={"r": 4, "alpha": 8, "targets": ["q_proj", "v_proj"]}, token_output=True,
+                                       token_prompt_order="question_first"))
     return ckpt
 
 
@@ -41,8 +42,8 @@ def test_lora_export_is_standalone_and_predicts_the_same(tmp_path):
     moved = tmp_path / "moved"
     exported_dir.rename(moved)  # the export must not depend on where it was written
     exported, manifest = load_frame_model(moved)
-    assert manifest["finetune"] == "head" and manifest["backbone"] == "backbone"
-    assert manifest["exported_from"]["lora_layers_merged"] == 6  # q and v in 3 layers
+    assert manifest.finetune == "head" and manifest.backbone == "backbone"
+    assert manifest.exported_from["lora_layers_merged"] == 6  # q and v in 3 layers
     assert not any("lora_" in n for n, _ in exported.named_parameters())
     with torch.no_grad():
         a, _ = original(batch)

@@ -67,15 +67,14 @@ async def _load(url: str, bodies: list[dict], total: int, concurrency: int) -> d
 
 def run_benchmark(checkpoint: str, data_dir: str, split: str, total: int, concurrencies: list[int],
                   max_batch_size: int, batch_wait_timeout_s: float, port: int) -> dict[str, Any]:
-    import ray
     from ray import serve
 
+    from framecall.runtime import init_ray
     from framecall.serve_app import build_app, start_http_proxy
 
     ckpt = Path(checkpoint).resolve()
     bodies = request_bodies(data_dir, split)
-    if not ray.is_initialized():
-        ray.init(include_dashboard=False, configure_logging=False, log_to_driver=False)
+    init_ray(log_to_driver=False)
     url = start_http_proxy("127.0.0.1", port)
     args = {"checkpoint": str(ckpt), "allowed_roots": [str(ckpt.parent)], "max_ongoing_requests": 4 * max(
         concurrencies), "max_queued_requests": 4 * max(concurrencies) + total}

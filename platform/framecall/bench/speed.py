@@ -53,21 +53,21 @@ def load_rows(data_dir: str, split: str | None, per_bucket: int, features) -> di
 @torch.no_grad()
 def bench_speed(checkpoint: str, data_dir: str, split: str | None = "test", batch_sizes: Sequence[int] = (1, 8, 32),
                 repeats: int = 3, warmup: int = 1) -> dict[str, Any]:
-    from framecall.audio.features import FeatureParams
     from framecall.data.collate import FrameCollator
     from framecall.frames.decoding import decode
     from framecall.frames.units import FrameGrid
     from framecall.models.frame_model import CheckpointError, load_frame_model
 
     model, manifest = load_frame_model(checkpoint)
-    if model.head is None or not model.token_output:
-        raise CheckpointError(f"{checkpoint}: needs a frame head and a token output (train it with "
-                              "jobs/train_interpolated.py)")
-    grid = FrameGrid(manifest["frame_s"], manifest["subframes"])
+    try:
+        manifest.check(checkpoint, frame_head=True, token_output=True)
+    except CheckpointError as e:
+        raise CheckpointError(f"{e} (train it with jobs/train_interpolated.py)") from None
+    grid = FrameGrid(manifest.frame_s, manifest.subframes)
     collate = FrameCollator(grid=grid, tokens_for_frames=model.backbone.tokens_for_frames)
-    groups = load_rows(data_dir, split, max(batch_sizes), FeatureParams(**manifest["features"]))
+    groups = load_rows(data_dir, split, max(batch_sizes), manifest.features)
     tok = model.backbone.tokenizer
-    decoder, head = manifest["default_decoder"], manifest["head"]
+    decoder, head = manifest.default_decoder, manifest.head
     results = []
     for name, rows in groups.items():
         if not rows:

@@ -143,15 +143,14 @@ class QwenAudioBackbone(nn.Module):
         body = multi_clip_prompt(question, audios, order, answer_hint)
         return f"<|im_start|>user\n{body}<|im_end|>\n<|im_start|>assistant\n"
 
-    @torch.no_grad()
-    def generate_multi(self, questions: list[str], clip_features: list[list[torch.Tensor]],
-                       order: PromptOrder = "audio_first", max_new_tokens: int = 64) -> list[str]:
-        """Greedy answers about several clips per item. clip_features[b][k]: log-mel [M, F_k].
+    def multi_inputs(self, questions: list[str], clip_features: list[list[torch.Tensor]],
+                     order: PromptOrder = "audio_first") -> dict[str, torch.Tensor]:
+        """Left-padded prompts about several clips per item. clip_features[b][k]: log-mel [M, F_k].
 
-        The encoder sees every clip of the batch as its own row (features [sum_k, M, F_max]); the
-        model fills the placeholder runs in order, so the prompt and the rows must agree.
+        -> input_ids / attention_mask [B, P], input_features [C, M, F_max] and feature_attention_mask
+        [C, F_max] with one row per clip (C = all clips of the batch, in order): the model fills the
+        placeholder runs in order, so the prompt and the rows must agree.
         """
-        device, dtype = self._device_dtype()
         flat = [f for clips in clip_features for f in clips]
         f_max = max(f.shape[-1] for f in flat)
         if self.feature_params.pad_to_seconds is not None:
@@ -166,9 +165,19 @@ class QwenAudioBackbone(nn.Module):
         texts = [self.multi_prompt_text(q, [self.tokens_for_frames(f.shape[-1]) for f in clips], order)
                  for q, clips in zip(questions, clip_features)]
         enc = self.tokenizer(texts, return_tensors="pt", padding=True, padding_side="left")
+        return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"], "input_features": feats,
+                "feature_attention_mask": fmask}
+
+    @torch.no_grad()
+    def generate_multi(self, questions: list[str], clip_features: list[list[torch.Tensor]],
+                       order: PromptOrder = "audio_first", max_new_tokens: int = 64) -> list[str]:
+        """Greedy answers about several clips per item (see :meth:`multi_inputs`)."""
+        device, dtype = self._device_dtype()
+        enc = self.multi_inputs(questions, clip_features, order)
         out = self.model.generate(
             input_ids=enc["input_ids"].to(device), attention_mask=enc["attention_mask"].to(device),
-            input_features=feats.to(device, dtype), feature_attention_mask=fmask.to(device),
+            input_features=enc["input_features"].to(device, dtype),
+            feature_attention_mask=enc["feature_attention_mask"].to(device),
             max_new_tokens=max_new_tokens, do_sample=False, use_cache=True,
             eos_token_id=self.tokenizer.eos_token_id, pad_token_id=self.tokenizer.pad_token_id)
         return self.tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)

@@ -1,36 +1,24 @@
 """A backbone plus a frame head, its fine-tuning mode, and how both are saved and loaded.
 
-Checkpoint directory (see shared DESIGN.md, "Checkpoints")::
-
-    manifest.json      format version, backbone, head, loss, decoder, frame_s, subframes,
-                       prompt order, feature parameters, finetune mode, MLflow run, git SHA, step
-    model.safetensors  trainable weights: everything (full), LoRA adapters + head (lora),
-                       or the head only (head)
-    training_state.pt  optimizer, scheduler, step (only in training checkpoints; weights_only)
-
-Every consumer reads the manifest and refuses a mismatched one with a clear error.
+The checkpoint format (manifest + weight files) is :mod:`framecall.models.checkpoint`.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from framecall.frames.heads import make_head
 from framecall.models.backbone import QwenAudioBackbone, load_backbone
+from framecall.models.checkpoint import (WEIGHTS, CheckpointError, CheckpointManifest, LoraSpec, load_weights,
+                                         read_manifest)
+from framecall.models.registry import resolve_checkpoint
 
-MANIFEST_FORMAT = 1
-MANIFEST = "manifest.json"
-WEIGHTS = "model.safetensors"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint directory that is missing pieces or does not fit what is asked of it."""
+__all__ = ["FrameModel", "apply_finetune", "build_frame_model", "load_frame_model", "save_weights",
+           "CheckpointError", "WEIGHTS"]
 
 
 class FrameModel(nn.Module):
@@ -126,31 +114,8 @@ def apply_finetune(model: FrameModel, mode: str, lora_r: int = 16, lora_alpha: i
     return model
 
 
-def write_manifest(ckpt_dir: Path, manifest: dict[str, Any]) -> None:
-    (ckpt_dir / MANIFEST).write_text(json.dumps({"format_version": MANIFEST_FORMAT, **manifest}, indent=2))
-
-
-def read_manifest(ckpt_dir: str | Path) -> dict[str, Any]:
-    path = Path(ckpt_dir) / MANIFEST
-    if not path.is_file():
-        raise CheckpointError(f"{ckpt_dir}: no {MANIFEST} (not a framecall checkpoint)")
-    manifest = json.loads(path.read_text())
-    if manifest.get("format_version") != MANIFEST_FORMAT:
-        raise CheckpointError(f"{path}: format_version {manifest.get('format_version')}, expected {MANIFEST_FORMAT}")
-    return manifest
-
-
 def save_weights(model: FrameModel, ckpt_dir: Path) -> None:
     save_file(model.trainable_state_dict(), str(ckpt_dir / WEIGHTS))
-
-
-def check_manifest(manifest: dict[str, Any], ckpt_dir: str | Path, expect_head: str | None = None,
-                   expect_subframes: int | None = None) -> None:
-    if expect_head is not None and manifest["head"] != expect_head:
-        raise CheckpointError(f"{ckpt_dir}: checkpoint has a {manifest['head']!r} head, but a {expect_head!r} head "
-                              "was asked for")
-    if expect_subframes is not None and manifest["subframes"] != expect_subframes:
-        raise CheckpointError(f"{ckpt_dir}: checkpoint has {manifest['subframes']} sub-frames, expected {expect_subframes}")
 
 
 def build_frame_model(model_name: str, head: str, subframes: int, finetune: str = "full",
@@ -161,9 +126,9 @@ def build_frame_model(model_name: str, head: str, subframes: int, finetune: str 
     return apply_finetune(model, finetune, **lora)
 
 
-def backbone_source(manifest: dict[str, Any], ckpt_dir: Path) -> str:
+def backbone_source(manifest: CheckpointManifest, ckpt_dir: Path) -> str:
     """The manifest's backbone; a relative directory (a merged export) lives inside the checkpoint."""
-    name = manifest["backbone"]
+    name = manifest.backbone
     inside = ckpt_dir / name
     if not Path(name).is_absolute() and (inside / "config.json").is_file():
         return str(inside)
@@ -171,26 +136,20 @@ def backbone_source(manifest: dict[str, Any], ckpt_dir: Path) -> str:
 
 
 def load_frame_model(ckpt_dir: str | Path, expect_head: str | None = None,
-                     dtype: torch.dtype | None = None) -> tuple[FrameModel, dict[str, Any]]:
-    """Rebuild the model a checkpoint describes and load its weights (safetensors only).
+                     dtype: torch.dtype | None = None) -> tuple[FrameModel, CheckpointManifest]:
+    """Rebuild the model a checkpoint describes and load its weights (safetensors only, digests checked).
 
     ``ckpt_dir``: a directory, or an MLflow URI (``models:/name/version``, ``runs:/id/checkpoint``)
     resolved through the tracking server in ``MLFLOW_TRACKING_URI``.
     """
-    from framecall.models.registry import resolve_checkpoint
-
     ckpt_dir = resolve_checkpoint(ckpt_dir)
-    manifest = read_manifest(ckpt_dir)
-    check_manifest(manifest, ckpt_dir, expect_head)
-    if not (ckpt_dir / WEIGHTS).is_file():
-        raise CheckpointError(f"{ckpt_dir}: no {WEIGHTS}")
-    lora = manifest.get("lora") or {}
-    model = build_frame_model(backbone_source(manifest, ckpt_dir), manifest["head"], manifest["subframes"],
-                              manifest["finetune"], dtype=dtype, token_output=bool(manifest.get("token_output")),
-                              token_order=manifest.get("token_prompt_order", "audio_first"),
-                              lora_r=lora.get("r", 16), lora_alpha=lora.get("alpha", 32),
-                              lora_targets=lora.get("targets"))
-    state = load_file(str(ckpt_dir / WEIGHTS))
+    manifest = read_manifest(ckpt_dir).check(ckpt_dir, head=expect_head, stage=("frame", "base"))
+    lora = manifest.lora or LoraSpec()
+    model = build_frame_model(backbone_source(manifest, ckpt_dir), manifest.head, manifest.subframes,
+                              manifest.finetune, dtype=dtype, token_output=manifest.token_output,
+                              token_order=manifest.token_prompt_order, lora_r=lora.r, lora_alpha=lora.alpha,
+                              lora_targets=lora.targets)
+    state = load_weights(ckpt_dir, manifest)
     missing, unexpected = model.load_state_dict(state, strict=False)
     if unexpected:
         raise CheckpointError(f"{ckpt_dir}: weights not in the model: {unexpected[:5]}")

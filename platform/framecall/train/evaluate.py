@@ -7,7 +7,6 @@ from typing import Sequence
 
 import torch
 
-from framecall.audio.features import FeatureParams
 from framecall.data.collate import FrameCollator
 from framecall.data.pipeline import PipelineConfig, iterate_rows_locally
 from framecall.frames.units import FrameGrid
@@ -25,11 +24,11 @@ def evaluate_checkpoint(ckpt_dir: str | Path, data_dir: str | Path | Sequence[st
     several (a multi-task model's test sets); ``max_items`` applies to each.
     """
     model, manifest = load_frame_model(ckpt_dir, expect_head=expect_head)
-    head = manifest["head"]
-    decoders = usable_decoders(decoders or [manifest["default_decoder"]], head, bool(manifest.get("token_output")))
-    grid = FrameGrid(manifest["frame_s"], manifest["subframes"])
+    head = manifest.head
+    decoders = usable_decoders(decoders or [manifest.default_decoder], head, manifest.token_output)
+    grid = FrameGrid(manifest.frame_s, manifest.subframes)
     collate = FrameCollator(grid=grid, tokens_for_frames=model.backbone.tokens_for_frames)
-    pipe = PipelineConfig(features=FeatureParams(**manifest["features"]), batch_size=batch_size)
+    pipe = PipelineConfig(features=manifest.features, batch_size=batch_size)
     records: list[dict] = []
     dirs = [data_dir] if isinstance(data_dir, (str, Path)) else list(data_dir)
     with torch.no_grad():
@@ -39,7 +38,7 @@ def evaluate_checkpoint(ckpt_dir: str | Path, data_dir: str | Path | Sequence[st
                 if table.num_rows == 0:
                     continue
                 batch = collate(table.to_pydict())
-                mine.extend(predict_batch(model, batch, decoders, grid, head, manifest.get("nms_min_separation", 3),
+                mine.extend(predict_batch(model, batch, decoders, grid, head, manifest.nms_min_separation,
                                           max_new_tokens=max_new_tokens))
                 if max_items is not None and len(mine) >= max_items:
                     break

@@ -1,9 +1,12 @@
 """The per-worker frame-head training loop (Ray Train ``train_loop_per_worker``).
 
-Shared by every frame-loss job: the loss is picked by name from the registry. Each
-worker builds the model, reads its shard of the "train" and "val" datasets, and at every
-evaluation all ranks predict on their val shard, rank 0 gathers, scores, logs to MLflow,
-writes the checkpoint, and every rank reports the same metrics to Ray Train.
+Shared by every frame-loss job: the loss is picked by name from the registry. The loop is
+four functions (torchtune's recipe layout): :func:`setup_worker` builds the model, optimizer
+and data shards (and restores a checkpoint), :func:`train_step` runs one step, :func:`evaluate`
+predicts on every rank's val shard and scores on rank 0, :func:`save_and_report` writes the
+checkpoint and reports to Ray Train. Each step's phases are timed (:class:`PhaseTimer`) and
+logged as ``time/data``, ``time/forward_backward``, ``time/optimizer``, ``time/eval``,
+``time/checkpoint`` and ``time/data_fraction``.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import math
 import tempfile
 import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,17 +24,14 @@ from framecall.config import from_dict
 from framecall.data.collate import FrameCollator
 from framecall.frames.losses import get_frame_loss
 from framecall.frames.units import FrameGrid
-from framecall.models.frame_model import WEIGHTS, FrameModel, build_frame_model, save_weights, write_manifest
+from framecall.models.checkpoint import TRAINING_STATE, CheckpointManifest, load_weights, read_manifest, write_manifest
+from framecall.models.frame_model import FrameModel, build_frame_model, save_weights
+from framecall.runtime import resolve_dtype
 from framecall.train.config import TrainJobConfig
 from framecall.train.evaluation import flat_metrics, predict_batch, score_records, usable_decoders
+from framecall.train.phases import PhaseTimer
 
-TRAINING_STATE = "training_state.pt"
-
-
-def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    if name == "auto":
-        return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
-    return {"float32": torch.float32, "bfloat16": torch.bfloat16}[name]
+__all__ = ["TRAINING_STATE", "lr_lambda", "training_losses", "train_loop_per_worker"]
 
 
 def lr_lambda(warmup: int, total: int):
@@ -97,142 +98,209 @@ def training_losses(model, batch: dict, cfg: TrainJobConfig, frame_loss) -> dict
     return parts
 
 
-def train_loop_per_worker(config: dict[str, Any]) -> None:
+@dataclass
+class Worker:
+    """Everything one Ray Train worker holds between steps."""
+
+    cfg: TrainJobConfig
+    rank: int
+    world: int
+    model: torch.nn.Module
+    """The prepared (DDP/FSDP-wrapped) model; :func:`_unwrap` gives the FrameModel."""
+    params: list[torch.nn.Parameter]
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    grid: FrameGrid
+    collate: FrameCollator
+    loss_fn: Any
+    logger: Any
+    """RunLogger on rank 0, None elsewhere."""
+    base_manifest: CheckpointManifest
+    timer: PhaseTimer
+    step: int = 0
+    best: float | None = None
+    stale: int = 0
+
+
+def _restore(worker: Worker, resume_from: str | None) -> None:
+    """A restart after a worker failure restores Ray's latest checkpoint; ``--resume`` hands the
+    job's latest checkpoint directory in the config."""
+    import ray.train
+
+    resumed = ray.train.get_checkpoint()
+    if resumed is None and resume_from:
+        resumed = ray.train.Checkpoint.from_directory(resume_from)
+    if resumed is None:
+        return
+    with resumed.as_directory() as d:
+        _unwrap(worker.model).load_state_dict(load_weights(d, read_manifest(d)), strict=False)
+        state = torch.load(Path(d) / TRAINING_STATE, weights_only=True, map_location="cpu")
+    worker.optimizer.load_state_dict(state["optimizer"])
+    worker.scheduler.load_state_dict(state["scheduler"])
+    worker.step, worker.best, worker.stale = int(state["step"]), state["best"], int(state["stale"])
+
+
+def setup_worker(config: dict[str, Any]) -> Worker:
     import ray.train
     import ray.train.torch
 
     cfg: TrainJobConfig = from_dict(TrainJobConfig, config["job"])
-    run_id, tracking_uri, base_manifest = config["mlflow_run_id"], config["tracking_uri"], config["manifest"]
-    select_metric, tasks = config["select_metric"], config["tasks"]
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     torch.manual_seed(cfg.train.seed + rank)
     device = ray.train.torch.get_device()
-    dtype = resolve_dtype(cfg.model.dtype, device)
-
-    model = build_frame_model(cfg.model.name, cfg.head, cfg.model.subframes, cfg.model.finetune, dtype=dtype,
-                              token_output=cfg.token_output, token_order=cfg.token_prompt_order,
-                              lora_r=cfg.model.lora_r, lora_alpha=cfg.model.lora_alpha,
-                              lora_targets=cfg.model.lora_targets)
+    model = build_frame_model(cfg.model.name, cfg.head, cfg.model.subframes, cfg.model.finetune,
+                              dtype=resolve_dtype(cfg.model.dtype, device), token_output=cfg.token_output,
+                              token_order=cfg.token_prompt_order, lora_r=cfg.model.lora_r,
+                              lora_alpha=cfg.model.lora_alpha, lora_targets=cfg.model.lora_targets)
     if cfg.model.gradient_checkpointing and device.type == "cuda":
         model.backbone.model.gradient_checkpointing_enable()
-    grid = FrameGrid(model.backbone.frame_s, cfg.model.subframes)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg.train.warmup_steps, cfg.train.max_steps))
-    step, best, stale = 0, None, 0
-
-    # a restart after a worker failure (FailureConfig) restores Ray's latest checkpoint;
-    # --resume hands the job's latest checkpoint directory in the config
-    resumed = ray.train.get_checkpoint()
-    if resumed is None and config.get("resume_from"):
-        resumed = ray.train.Checkpoint.from_directory(config["resume_from"])
-    if resumed is not None:
-        from safetensors.torch import load_file
-
-        with resumed.as_directory() as d:
-            model.load_state_dict(load_file(str(Path(d) / WEIGHTS)), strict=False)
-            state = torch.load(Path(d) / TRAINING_STATE, weights_only=True, map_location="cpu")
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        step, best, stale = int(state["step"]), state["best"], int(state["stale"])
-
-    strategy_kwargs = {"find_unused_parameters": True} if world > 1 and cfg.ray.strategy == "ddp" else {}
-    wrapped = ray.train.torch.prepare_model(model, parallel_strategy=cfg.ray.strategy,
-                                            parallel_strategy_kwargs=strategy_kwargs)
-    loss_fn = get_frame_loss(cfg.train.loss)
-    collate = FrameCollator(grid=grid, tokens_for_frames=model.backbone.tokens_for_frames)
-    train_shard = ray.train.get_dataset_shard("train")
-    val_shard = ray.train.get_dataset_shard("val")
     logger = None
     if rank == 0:
-        from framecall.train.tracking import RunLogger
+        from framecall.tracking import RunLogger
 
-        logger = RunLogger(tracking_uri, run_id)
-    decoders = usable_decoders(cfg.eval.decoders, cfg.head, cfg.token_output)
+        logger = RunLogger(config["tracking_uri"], config["mlflow_run_id"])
+    grid = FrameGrid(model.backbone.frame_s, cfg.model.subframes)
+    worker = Worker(cfg, rank, world, model, params, optimizer, scheduler, grid,
+                    FrameCollator(grid=grid, tokens_for_frames=model.backbone.tokens_for_frames),
+                    get_frame_loss(cfg.train.loss), logger, from_dict(CheckpointManifest, config["manifest"]),
+                    PhaseTimer(sync_cuda=device.type == "cuda"))
+    _restore(worker, config.get("resume_from"))
+    strategy_kwargs = {"find_unused_parameters": True} if world > 1 and cfg.ray.strategy == "ddp" else {}
+    worker.model = ray.train.torch.prepare_model(model, parallel_strategy=cfg.ray.strategy,
+                                                 parallel_strategy_kwargs=strategy_kwargs)
+    return worker
+
+
+def train_step(w: Worker, batch: dict) -> dict[str, torch.Tensor]:
+    """One optimizer step on ``batch``; -> the loss parts (see :func:`training_losses`)."""
+    with w.timer.phase("forward_backward"):
+        parts = training_losses(w.model, batch, w.cfg, w.loss_fn)
+        w.optimizer.zero_grad(set_to_none=True)
+        parts["loss"].backward()
+    with w.timer.phase("optimizer"):
+        parts["grad_norm"] = torch.nn.utils.clip_grad_norm_(w.params, w.cfg.train.grad_clip)
+        w.optimizer.step()
+        w.scheduler.step()
+    w.step += 1
+    return parts
+
+
+def _figure_item(batch: dict, rec: dict, b: int, decoder: str) -> dict:
+    n_f = int(batch["feature_mask"][b].sum())
+    return {"features": batch["features"][b, :, :n_f].numpy(), "scores": rec["scores"], "gold": rec["gold"],
+            "pred": rec["preds"][decoder], "prompt": batch["prompts"][b]}
+
+
+@torch.no_grad()
+def evaluate(w: Worker, val_shard, decoders: list[str]) -> tuple[dict, list[dict]]:
+    """Every rank predicts on its val shard (at most eval_max_items in all); rank 0's records
+    and everyone's are gathered and scored. -> (scores by decoder, figure items of rank 0)."""
+    cfg = w.cfg
     draw = cfg.eval.figures if cfg.head != "tokens" else 0
+    w.model.eval()
+    records: list[dict] = []
+    figure_items: list[dict] = []
+    limit = max(1, cfg.train.eval_max_items // w.world)
+    for batch in val_shard.iter_torch_batches(batch_size=cfg.train.batch_size, collate_fn=w.collate):
+        want_figures = w.rank == 0 and len(figure_items) < draw
+        recs = predict_batch(_unwrap(w.model), batch, decoders, w.grid, cfg.head, cfg.eval.nms_min_separation,
+                             keep_scores=want_figures, max_new_tokens=cfg.eval.max_new_tokens)
+        if want_figures:
+            figure_items += [_figure_item(batch, recs[b], b, cfg.eval.default_decoder)
+                             for b in range(min(draw - len(figure_items), len(recs)))]
+        for r in recs:
+            r.pop("scores", None)
+        records.extend(recs)
+        if len(records) >= limit:
+            break
+    w.model.train()
+    all_records = [r for part in _gather(records, w.world) for r in part]
+    return score_records(all_records, decoders), figure_items
 
-    @torch.no_grad()
-    def evaluate() -> tuple[dict[str, float], list[dict]]:
-        wrapped.eval()
-        records, figure_items = [], []
-        limit = max(1, cfg.train.eval_max_items // world)
-        for batch in val_shard.iter_torch_batches(batch_size=cfg.train.batch_size, collate_fn=collate):
-            want_figures = rank == 0 and len(figure_items) < draw
-            recs = predict_batch(_unwrap(wrapped), batch, decoders, grid, cfg.head, cfg.eval.nms_min_separation,
-                                 keep_scores=want_figures, max_new_tokens=cfg.eval.max_new_tokens)
-            if want_figures:
-                for b in range(min(draw - len(figure_items), len(recs))):
-                    n_f = int(batch["feature_mask"][b].sum())
-                    figure_items.append({"features": batch["features"][b, :, :n_f].numpy(),
-                                         "scores": recs[b]["scores"], "gold": recs[b]["gold"],
-                                         "pred": recs[b]["preds"][cfg.eval.default_decoder],
-                                         "prompt": batch["prompts"][b]})
-            for r in recs:
-                r.pop("scores", None)
-            records.extend(recs)
-            if len(records) >= limit:
-                break
-        wrapped.train()
-        all_records = [r for part in _gather(records, world) for r in part]
-        return score_records(all_records, decoders), figure_items
 
-    t_start = time.time()
-    wrapped.train()
-    done = step >= cfg.train.max_steps
-    epoch = 0
+def _log_figures(w: Worker, figure_items: list[dict]) -> None:
+    import matplotlib.pyplot as plt
+
+    from framecall.train.figures import timestamp_figure
+
+    fig = timestamp_figure(figure_items, w.grid.unit_s, w.cfg.head)
+    w.logger.figure(fig, f"eval/step_{w.step:06d}.png")
+    plt.close(fig)
+
+
+def save_and_report(w: Worker, metrics: dict[str, Any], tasks: list[str], figure_items: list[dict]) -> None:
+    """Rank 0 writes the checkpoint (weights, training state, manifest) and logs; every rank reports."""
+    import ray.train
+
+    with tempfile.TemporaryDirectory() as tmp:
+        checkpoint = None
+        if w.rank == 0:
+            save_weights(_unwrap(w.model), Path(tmp))
+            torch.save({"optimizer": w.optimizer.state_dict(), "scheduler": w.scheduler.state_dict(),
+                        "step": w.step, "best": w.best, "stale": w.stale}, Path(tmp) / TRAINING_STATE)
+            write_manifest(tmp, replace(w.base_manifest, global_step=w.step, tasks=list(tasks),
+                                        metrics={k: float(v) for k, v in metrics.items()}))
+            checkpoint = ray.train.Checkpoint.from_directory(tmp)
+            w.logger.metrics({k.replace("val_", "val/"): v for k, v in metrics.items() if k.startswith("val_")},
+                             w.step)
+            if figure_items:
+                _log_figures(w, figure_items)
+        ray.train.report(metrics, checkpoint=checkpoint)
+
+
+def evaluate_and_save(w: Worker, val_shard, decoders: list[str], select_metric: str, tasks: list[str],
+                      train_loss: float) -> bool:
+    """Evaluate, track the best score, checkpoint and report; -> True when patience ran out."""
+    with w.timer.phase("eval"):
+        scores_by_decoder, figure_items = evaluate(w, val_shard, decoders)
+    metrics = flat_metrics(scores_by_decoder, "val")
+    value = scores_by_decoder[w.cfg.primary_output]["all"][select_metric]
+    metrics.update({"step": w.step, "select_metric": value, "train_loss": train_loss})
+    if w.best is None or value > w.best:
+        w.best, w.stale = value, 0
+    else:
+        w.stale += 1
+    stop = _broadcast(w.cfg.train.patience > 0 and w.stale >= w.cfg.train.patience, w.world)
+    with w.timer.phase("checkpoint"):
+        save_and_report(w, metrics, tasks, figure_items)
+    return stop
+
+
+def _log_train(w: Worker, parts: dict[str, torch.Tensor], t_start: float) -> None:
+    grad_norm = parts.pop("grad_norm")
+    w.logger.metrics({**{f"train/{k}": v.item() for k, v in parts.items()},
+                      "train/lr": w.scheduler.get_last_lr()[0], "train/grad_norm": float(grad_norm),
+                      "train/seconds": time.time() - t_start, **w.timer.summary()}, w.step)
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    import ray.train
+
+    w = setup_worker(config)
+    cfg = w.cfg
+    train_shard, val_shard = ray.train.get_dataset_shard("train"), ray.train.get_dataset_shard("val")
+    decoders = usable_decoders(cfg.eval.decoders, cfg.head, cfg.token_output)
+    t_start, epoch = time.time(), 0
+    w.model.train()
+    done = w.step >= cfg.train.max_steps
     while not done:
-        for batch in train_shard.iter_torch_batches(batch_size=cfg.train.batch_size, collate_fn=collate,
-                                                    local_shuffle_buffer_size=4 * cfg.train.batch_size,
-                                                    local_shuffle_seed=cfg.train.seed + 1000 * epoch + rank):
-            parts = training_losses(wrapped, batch, cfg, loss_fn)
-            loss = parts["loss"]
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.train.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            step += 1
-            if logger is not None and (step % 10 == 0 or step == 1):
-                logger.metrics({**{f"train/{k}": v.item() for k, v in parts.items()},
-                                "train/lr": scheduler.get_last_lr()[0], "train/grad_norm": float(grad_norm),
-                                "train/seconds": time.time() - t_start}, step)
-            if step % cfg.train.eval_every == 0 or step >= cfg.train.max_steps:
-                scores_by_decoder, figure_items = evaluate()
-                metrics = flat_metrics(scores_by_decoder, "val")
-                value = scores_by_decoder[cfg.primary_output]["all"][select_metric]
-                metrics.update({"step": step, "select_metric": value, "train_loss": loss.item()})
-                improved = best is None or value > best
-                if improved:
-                    best, stale = value, 0
-                else:
-                    stale += 1
-                stop = cfg.train.patience > 0 and stale >= cfg.train.patience
-                stop = _broadcast(stop, world)
-                with tempfile.TemporaryDirectory() as tmp:
-                    checkpoint = None
-                    if rank == 0:
-                        save_weights(_unwrap(wrapped), Path(tmp))
-                        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                                    "step": step, "best": best, "stale": stale}, Path(tmp) / TRAINING_STATE)
-                        write_manifest(Path(tmp), {**base_manifest, "global_step": step, "tasks": tasks,
-                                                   "metrics": {k: v for k, v in metrics.items()}})
-                        checkpoint = ray.train.Checkpoint.from_directory(tmp)
-                        logger.metrics({k.replace("val_", "val/"): v for k, v in metrics.items()
-                                        if k.startswith("val_")}, step)
-                        if figure_items:
-                            from framecall.train.figures import timestamp_figure
-
-                            import matplotlib.pyplot as plt
-
-                            fig = timestamp_figure(figure_items, grid.unit_s, cfg.head)
-                            logger.figure(fig, f"eval/step_{step:06d}.png")
-                            plt.close(fig)
-                    ray.train.report(metrics, checkpoint=checkpoint)
-                if stop:
-                    done = True
-                    break
-            if step >= cfg.train.max_steps:
-                done = True
+        batches = train_shard.iter_torch_batches(batch_size=cfg.train.batch_size, collate_fn=w.collate,
+                                                 local_shuffle_buffer_size=4 * cfg.train.batch_size,
+                                                 local_shuffle_seed=cfg.train.seed + 1000 * epoch + w.rank)
+        for batch in w.timer.timed_iter(batches, "data"):
+            parts = train_step(w, batch)
+            if w.logger is not None and (w.step % 10 == 0 or w.step == 1):
+                _log_train(w, dict(parts), t_start)
+            if w.step % cfg.train.eval_every == 0 or w.step >= cfg.train.max_steps:
+                done = evaluate_and_save(w, val_shard, decoders, config["select_metric"], config["tasks"],
+                                         parts["loss"].item())
+            done = done or w.step >= cfg.train.max_steps
+            if done:
                 break
         epoch += 1
+    if w.logger is not None:  # phases since the last train log (the final evaluation and checkpoint)
+        w.logger.metrics(w.timer.summary(), w.step)

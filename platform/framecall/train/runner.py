@@ -16,11 +16,11 @@ from pathlib import Path
 from framecall.config import to_dict
 from framecall.data.shards import list_shards, manifest_checksum, read_manifest as read_data_manifest
 from framecall.models.backbone import backbone_spec, resolve_model_path
-from framecall.models.frame_model import CheckpointError, check_manifest, read_manifest
-from framecall.train import tracking
+from framecall import tracking
+from framecall.models.checkpoint import TRAINING_STATE, CheckpointError, CheckpointManifest, LoraSpec, read_manifest
+from framecall.runtime import init_ray
 from framecall.train.config import TrainJobConfig
 from framecall.train.evaluation import select_metric_name
-from framecall.train.loop import TRAINING_STATE
 
 
 @dataclass
@@ -34,16 +34,6 @@ class FitResult:
     wall_s: float
     registered_model: str | None = None
     """``models:/name/version`` of the best checkpoint, when registered."""
-
-
-def init_ray(address: str | None, **kwargs) -> None:
-    """Start (or connect to) Ray for a training job or sweep, unless already initialized. The
-    dashboard serves the State API, which Ray Train's placement-group cleaner needs: without it
-    the worker group of a run whose controller was killed (a trial Tune stopped) keeps its CPUs."""
-    import ray
-
-    if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=True, configure_logging=False, **kwargs)
 
 
 def data_tasks(data_manifests: list[dict]) -> list[str]:
@@ -174,10 +164,10 @@ def fit(cfg: TrainJobConfig, callbacks: list | None = None, run_tags: dict[str, 
         resume_from = latest_checkpoint(output)
         if resume_from is None:
             raise CheckpointError(f"--resume: no checkpoint under {output / 'ray'}")
-        manifest = read_manifest(resume_from)
-        check_manifest(manifest, resume_from, expect_head=cfg.head, expect_subframes=cfg.model.subframes)
-        run_id = manifest.get("mlflow_run_id")
-        print(f"[framecall] resuming from {resume_from} at step {manifest['global_step']}")
+        manifest = read_manifest(resume_from).check(resume_from, head=cfg.head, subframes=cfg.model.subframes,
+                                                     stage="frame")
+        run_id = manifest.mlflow_run_id
+        print(f"[framecall] resuming from {resume_from} at step {manifest.global_step}")
     data_dirs = ensure_data(cfg)
     data_manifests = [read_data_manifest(d) for d in data_dirs]
     tasks = data_tasks(data_manifests)
@@ -204,23 +194,21 @@ def fit(cfg: TrainJobConfig, callbacks: list | None = None, run_tags: dict[str, 
             tags={"framecall.head": cfg.head, "framecall.loss": cfg.loss_name, "framecall.tasks": ",".join(tasks),
                   "framecall.model": cfg.model.name, **(run_tags or {})},
         )
-    base_manifest = {
-        "backbone": cfg.model.name, "model_type": model_type, "head": cfg.head,
-        "loss": cfg.loss_name, "objective": cfg.train.objective, "default_decoder": cfg.primary_output,
-        "token_output": cfg.token_output, "token_prompt_order": cfg.token_prompt_order,
-        "interp_lambda": cfg.train.interp_lambda if cfg.train.objective == "interpolated" else None,
-        "mixture": {str(d): w for d, w in zip(data_dirs, cfg.data.sources.values())}, "frame_s": frame_s,
-        "subframes": cfg.model.subframes, "prompt_order": prompt_order, "features": features.to_dict(),
-        "finetune": cfg.model.finetune,
-        "lora": {"r": cfg.model.lora_r, "alpha": cfg.model.lora_alpha, "targets": cfg.model.lora_targets}
+    base_manifest = CheckpointManifest(
+        backbone=cfg.model.name, model_type=model_type, head=cfg.head, loss=cfg.loss_name,
+        objective=cfg.train.objective, default_decoder=cfg.primary_output, token_output=cfg.token_output,
+        token_prompt_order=cfg.token_prompt_order,
+        interp_lambda=cfg.train.interp_lambda if cfg.train.objective == "interpolated" else None,
+        mixture={str(d): w for d, w in zip(data_dirs, cfg.data.sources.values())}, frame_s=frame_s,
+        subframes=cfg.model.subframes, prompt_order=prompt_order, features=features, finetune=cfg.model.finetune,
+        lora=LoraSpec(cfg.model.lora_r, cfg.model.lora_alpha, targets=list(cfg.model.lora_targets))
         if cfg.model.finetune == "lora" else None,
-        "mlflow_run_id": run_id, "mlflow_tracking_uri": tracking_uri, "git_sha": provenance["git_sha"],
-        "data_manifest_sha256": provenance["data_manifest_sha256"], "nms_min_separation": cfg.eval.nms_min_separation,
-    }
+        mlflow_run_id=run_id, mlflow_tracking_uri=tracking_uri, git_sha=provenance["git_sha"],
+        data_manifest_sha256=provenance["data_manifest_sha256"], nms_min_separation=cfg.eval.nms_min_separation)
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"job": to_dict(cfg), "mlflow_run_id": run_id, "tracking_uri": tracking_uri,
-                           "manifest": base_manifest, "select_metric": select_metric, "tasks": tasks,
+                           "manifest": to_dict(base_manifest), "select_metric": select_metric, "tasks": tasks,
                            # Train V2 deprecates resume_from_checkpoint: the loop loads this itself
                            "resume_from": str(resume_from) if resume_from else None},
         scaling_config=ScalingConfig(num_workers=cfg.ray.num_workers, use_gpu=use_gpu,
@@ -262,7 +250,7 @@ def finish_run(cfg: TrainJobConfig, best_dir: Path, data_dirs: list[Path], tasks
                                            title=f"{cfg.loss_name} on {', '.join(tasks)} ({cfg.data.test_split} split)")
     logger = tracking.RunLogger(tracking_uri, run_id)
     logger.metrics({k.replace("test_", "test/"): v for k, v in flat_metrics(scores, "test").items()},
-                   step=int(read_manifest(best_dir)["global_step"]))
+                   step=read_manifest(best_dir).global_step)
     logger.text(table, "test_table.md")
     logger.artifacts(best_dir, "checkpoint")
     registered = None
@@ -276,7 +264,7 @@ def finish_run(cfg: TrainJobConfig, best_dir: Path, data_dirs: list[Path], tasks
             tags={"framecall.tasks": ",".join(tasks), "framecall.head": cfg.head, "framecall.loss": cfg.loss_name,
                   "framecall.default_decoder": cfg.primary_output, "framecall.backbone": cfg.model.name,
                   **{f"test.{k.replace('@', '_at_')}": f"{v:.6g}" for k, v in summary.items()}},
-            description=f"{cfg.loss_name} on {', '.join(tasks)}; best step {read_manifest(best_dir)['global_step']}")
+            description=f"{cfg.loss_name} on {', '.join(tasks)}; best step {read_manifest(best_dir).global_step}")
         registered = f"models:/{name}/{version}"
         logger.set_tag("framecall.registered_model", registered)
     logger.finish()

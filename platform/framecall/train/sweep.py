@@ -172,7 +172,7 @@ def run_sweep(base_cfg: TrainJobConfig, sweep: SweepSection, output: str | Path,
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search import BasicVariantGenerator
 
-    from framecall.train import tracking
+    from framecall import tracking
 
     t0 = time.time()
     output = Path(output).resolve()
@@ -182,7 +182,8 @@ def run_sweep(base_cfg: TrainJobConfig, sweep: SweepSection, output: str | Path,
     base = to_dict(base_cfg)
     validate_sweep(base, sweep)  # before Ray, MLflow or any trial
     from framecall.data.shards import read_manifest
-    from framecall.train.runner import data_tasks, ensure_data, init_ray, prepare_datasets
+    from framecall.runtime import init_ray
+    from framecall.train.runner import data_tasks, ensure_data, prepare_datasets
 
     data_dirs = ensure_data(base_cfg)  # a missing data directory fails here, not in every trial
     data_manifests = [read_manifest(d) for d in data_dirs]

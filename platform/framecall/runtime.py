@@ -1,0 +1,58 @@
+"""Where models run and how jobs reach Ray: one device/dtype choice, one Ray start.
+
+Every model consumer (training workers, evaluation, the inference engine, batch prediction,
+PolyAudio runners and judges, GRPO rollout actors) asks :func:`choose_device` instead of
+deciding for itself, so that a GPU cluster and this CPU machine run the same code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass(frozen=True)
+class DevicePlan:
+    """A device, the dtype to load weights in, and the collective backend for several workers."""
+
+    device: torch.device
+    dtype: torch.dtype
+    backend: str
+    """nccl on CUDA, gloo on CPU."""
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    """``auto``: bf16 on a CUDA device that supports it, else fp32 (fp32 on CPU: bf16 matmuls are slow there)."""
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
+    if name not in DTYPES:
+        raise ValueError(f"dtype {name!r} unknown; valid: auto, {', '.join(DTYPES)}")
+    return DTYPES[name]
+
+
+def choose_device(device: str | torch.device | None = "auto", dtype: str = "auto") -> DevicePlan:
+    """``device``: auto (CUDA if present, else CPU), cpu, cuda, cuda:N; ``dtype``: auto | float32 | bfloat16 | float16."""
+    if device in (None, "auto"):
+        chosen = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+    else:
+        chosen = torch.device(device)
+        if chosen.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} asked for, but this machine has no CUDA device")
+    return DevicePlan(chosen, resolve_dtype(dtype, chosen), "nccl" if chosen.type == "cuda" else "gloo")
+
+
+def init_ray(address: str | None = None, **kwargs: Any) -> None:
+    """Start (or join, with ``address``) Ray for a job, unless this process already did.
+
+    The dashboard stays on: it serves the State API, which Ray Train's placement-group cleaner
+    needs; without it the worker group of a run whose controller was killed (a trial Tune
+    stopped) keeps its CPUs forever.
+    """
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=True, configure_logging=False, **kwargs)
