@@ -35,9 +35,11 @@ def test_train_poisson_then_resume(ray_session, tiny_words_all, mlflow_uri, tmp_
     client, run = _run(mlflow_uri, res.run_id)
     keys = set(run.data.metrics)
     for k in ("train/loss", "train/lr", "val/topn_nms_acc20ms", "val/posterior_mode_acc20ms",
-              "val/topn_nms_mad_s", "test/topn_nms_acc20ms", "test/posterior_median_acc100ms"):
+              "val/topn_nms_mad_s", "test/topn_nms_acc20ms", "test/posterior_median_acc100ms", "time/data",
+              "time/forward_backward", "time/optimizer", "time/eval", "time/checkpoint", "time/data_fraction"):
         assert k in keys, k
     assert all(math.isfinite(v) for v in run.data.metrics.values())
+    assert 0 <= run.data.metrics["time/data_fraction"] <= 1
     assert run.data.params["train.loss"] == "poisson" and "provenance.git_sha" in run.data.params
     assert len(run.data.params["provenance.data_manifest_sha256"]) == 64
     assert run.info.status == "FINISHED"

@@ -25,9 +25,17 @@ def load_generator(model: str):
     from framecall.models.backbone import load_backbone
 
     if (Path(model) / "manifest.json").is_file() or model.startswith("models:/"):
+        from framecall.models.checkpoint import read_manifest
+        from framecall.models.registry import resolve_checkpoint
+
+        ckpt = resolve_checkpoint(model)
+        if read_manifest(ckpt).stage in ("sft", "grpo"):  # a multi-audio policy: its base + adapter
+            from framecall.models.adapters import load_policy_checkpoint
+
+            return load_policy_checkpoint(ckpt)[0]
         from framecall.models.frame_model import load_frame_model
 
-        return load_frame_model(model)[0].backbone
+        return load_frame_model(ckpt)[0].backbone
     return load_backbone(model)
 
 

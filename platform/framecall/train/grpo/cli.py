@@ -1,0 +1,57 @@
+"""Command lines of ``jobs/train_sft.py`` and ``jobs/train_grpo.py``: --config, named flags, dotted overrides."""
+
+from __future__ import annotations
+
+import argparse
+
+from framecall.config import ConfigError, build_config
+
+
+def _parser(doc: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", help="YAML file with the job's config sections")
+    p.add_argument("--data", help="PolyAudio shard directory (made synthetically if missing and data.make_if_missing)")
+    p.add_argument("--max-steps", type=int)
+    p.add_argument("--num-workers", type=int, help="Ray Train learner workers")
+    p.add_argument("--output", help="directory for checkpoints, the MLflow store, the merged base")
+    p.add_argument("--resume", action="store_true", default=None, help="continue from the latest checkpoint")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. lora.r=16 grpo.kl_coef=0.01")
+    return p
+
+
+def sft_main(argv: list[str] | None = None, doc: str = "") -> None:
+    from framecall.train.grpo.config import SFTJobConfig
+    from framecall.train.grpo.runner import fit_sft
+
+    p = _parser(doc)
+    p.add_argument("--model", help="backbone: tiny-omni | tiny-qwen2-audio | a local model path")
+    args = p.parse_args(argv)
+    flags = {"data.data_dir": args.data, "base": args.model, "train.max_steps": args.max_steps,
+             "ray.num_workers": args.num_workers, "output": args.output, "resume": args.resume}
+    try:
+        cfg = build_config(SFTJobConfig, args.config, flags, args.overrides)
+    except (ConfigError, ValueError) as e:
+        p.error(str(e))
+    result = fit_sft(cfg)
+    print(f"SFT adapter: {result.best_checkpoint}  MLflow run {result.run_id} ({result.tracking_uri})"
+          f"  registered {result.registered_model}  {result.wall_s:.0f} s")
+
+
+def grpo_main(argv: list[str] | None = None, doc: str = "") -> None:
+    from framecall.train.grpo.config import GRPOJobConfig
+    from framecall.train.grpo.runner import fit_grpo
+
+    p = _parser(doc)
+    p.add_argument("--policy", help="SFT checkpoint (its adapter is merged once) or a backbone (GRPO only)")
+    p.add_argument("--rollout-actors", type=int, help="rollout actors (separate from the learner workers)")
+    args = p.parse_args(argv)
+    flags = {"data.data_dir": args.data, "policy": args.policy, "grpo.max_steps": args.max_steps,
+             "ray.num_workers": args.num_workers, "output": args.output, "resume": args.resume,
+             "rollout.num_actors": args.rollout_actors}
+    try:
+        cfg = build_config(GRPOJobConfig, args.config, flags, args.overrides)
+    except (ConfigError, ValueError) as e:
+        p.error(str(e))
+    result = fit_grpo(cfg)
+    print(f"GRPO adapter: {result.best_checkpoint}  MLflow run {result.run_id} ({result.tracking_uri})"
+          f"  registered {result.registered_model}  {result.wall_s:.0f} s")
