@@ -7,12 +7,13 @@ PY := $(VENV)/bin/python
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# torch first, pinned: 2.13.0 is the CPU build this project is developed and tested with
 	$(PY) -m pip install -q "torch==2.13.0"
-	$(PY) -m pip install -q -e ".[test]"
+	# constraints.txt pins what the code relies on (Ray, transformers, peft, MLflow internals)
+	$(PY) -m pip install -q -c constraints.txt -e ".[test]"
 	touch $@
 
 test: install

@@ -17,7 +17,7 @@ import torch
 from framecall.audio.features import log_mel
 from framecall.data.collate import pad_features
 from framecall.frames.alignment import detect_speech_end, word_intervals
-from framecall.frames.decoding import DECODERS, POISSON_ONLY, decode, expected_count
+from framecall.frames.decoding import DECODERS, decode, decoder_serves, expected_count
 from framecall.frames.units import FrameGrid
 from framecall.prompts import alignment_prompt, task_of
 
@@ -147,8 +147,8 @@ class FrameEngine:
         self.manifest.check(settings.checkpoint, frame_head=True)
         self.head = self.manifest.head
         self.decoder = settings.decoder or self.manifest.default_decoder
-        if self.head == "binary" and self.decoder in POISSON_ONLY:
-            raise ValueError(f"decoder {self.decoder!r} needs a Poisson head; this checkpoint has a binary one")
+        if not decoder_serves(self.decoder, self.head):
+            raise ValueError(f"decoder {self.decoder!r} needs a Poisson head; this checkpoint has a {self.head} one")
         self.grid = FrameGrid(self.manifest.frame_s, self.manifest.subframes)
         self.features = self.manifest.features
         self.tasks = list(self.manifest.tasks)

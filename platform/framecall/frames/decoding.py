@@ -10,6 +10,8 @@ compare them by config string.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from typing import Callable
 
 import torch
@@ -209,36 +211,66 @@ def _topk_centres(scores: torch.Tensor, n: int) -> torch.Tensor:
     return topk_events(scores, n).to(torch.float64) + 0.5
 
 
-DECODERS: dict[str, Callable[[torch.Tensor, int], torch.Tensor]] = {
-    "posterior_mode": poisson_posterior_modes,
-    "posterior_median": poisson_posterior_medians,
-    "topn_nms": topn_nms,
-    "topk": _topk_centres,
-    "joint_dp": joint_dp,
-}
+@dataclass(frozen=True)
+class DecoderSpec:
+    """A registered decoder and the facts its callers check."""
 
-POISSON_ONLY = ("posterior_mode", "posterior_median")
-SEPARATED = ("topn_nms", "joint_dp")
-"""Decoders that keep picked events ``min_separation`` frames apart."""
+    fn: Callable[..., torch.Tensor]
+    """``fn(scores [T], n, **options) -> event frame centres [n]``."""
+    heads: tuple[str, ...]
+    """Heads whose scores it reads: a Poisson posterior needs log-intensities, not binary logits."""
+    options: tuple[str, ...] = ()
+    """Keyword options it takes (``min_separation``: picked events stay that many frames apart)."""
 
 
-def get_decoder(name: str) -> Callable[[torch.Tensor, int], torch.Tensor]:
+DECODER_SPECS: dict[str, DecoderSpec] = {}
+DECODERS: dict[str, Callable[..., torch.Tensor]] = {}
+"""name -> decoder function (a view of DECODER_SPECS)."""
+
+
+def register_decoder(name: str, fn: Callable[..., torch.Tensor], heads: tuple[str, ...] = ("poisson", "binary"),
+                     options: tuple[str, ...] = ()) -> None:
+    if name in DECODER_SPECS:
+        raise ValueError(f"decoder {name!r} is registered twice")
+    DECODER_SPECS[name] = DecoderSpec(fn, heads, options)
+    DECODERS[name] = fn
+
+
+register_decoder("posterior_mode", poisson_posterior_modes, heads=("poisson",))
+register_decoder("posterior_median", poisson_posterior_medians, heads=("poisson",))
+register_decoder("topn_nms", topn_nms, options=("min_separation",))
+register_decoder("topk", _topk_centres)
+register_decoder("joint_dp", joint_dp, options=("min_separation",))
+
+
+def decoder_spec(name: str) -> DecoderSpec:
     try:
-        return DECODERS[name]
+        return DECODER_SPECS[name]
     except KeyError:
-        raise ValueError(f"unknown decoder {name!r}; valid: {sorted(DECODERS)}") from None
+        raise ValueError(f"unknown decoder {name!r}; valid: {sorted(DECODER_SPECS)}") from None
+
+
+def get_decoder(name: str) -> Callable[..., torch.Tensor]:
+    return decoder_spec(name).fn
+
+
+def decoder_serves(name: str, head: str) -> bool:
+    """Whether decoder ``name`` reads the scores of a ``head`` head."""
+    return head in decoder_spec(name).heads
 
 
 def decode(name: str, scores: torch.Tensor, n: int | None, head: str = "poisson",
            min_separation: int = 3) -> torch.Tensor:
     """Decode one item: scores [T] -> event frame centres [n]. ``n=None`` (count unknown): a
     Poisson head uses round(Lam(T)); a binary head keeps the peaks with probability above 0.5.
-    ``min_separation`` applies to the decoders in SEPARATED (and to the binary peaks)."""
-    if head == "binary" and name in POISSON_ONLY:
-        raise ValueError(f"decoder {name!r} needs a Poisson head's log-intensities, not binary logits")
+    ``min_separation`` applies to the decoders that take it (and to the binary peaks)."""
+    spec = decoder_spec(name)
+    if head not in spec.heads:
+        wanted = " or ".join({"poisson": "Poisson"}.get(h, h) for h in spec.heads)
+        raise ValueError(f"decoder {name!r} needs a {wanted} head's scores, not a {head} head's")
     if n is None:
         if head == "binary":
             return pick_peaks(scores, 0.0, min_separation)  # logit 0 = p 0.5
         n = int(round(expected_count(scores)))
-    options = {"min_separation": min_separation} if name in SEPARATED else {}
-    return get_decoder(name)(scores, n, **options)
+    options = {"min_separation": min_separation} if "min_separation" in spec.options else {}
+    return spec.fn(scores, n, **options)

@@ -87,13 +87,21 @@ def _poisson_conditional(head_output, event_counts, mask, **options):
     return poisson_nll(head_output, event_counts, mask, conditional=True, **options)
 
 
-FRAME_LOSSES: dict[str, Callable[..., torch.Tensor]] = {
-    "poisson": _poisson,
-    "poisson_conditional": _poisson_conditional,
-    "binary": binary_frame_loss,
-}
+FRAME_LOSSES: dict[str, Callable[..., torch.Tensor]] = {}
+HEAD_OF_LOSS: dict[str, str] = {}
+"""loss name -> the head it trains (filled by :func:`register_frame_loss`)."""
 
-HEAD_OF_LOSS = {"poisson": "poisson", "poisson_conditional": "poisson", "binary": "binary"}
+
+def register_frame_loss(name: str, fn: Callable[..., torch.Tensor], head: str) -> None:
+    """One registration per loss: its function and the head (poisson | binary) it trains."""
+    if name in FRAME_LOSSES:
+        raise ValueError(f"frame loss {name!r} is registered twice")
+    FRAME_LOSSES[name], HEAD_OF_LOSS[name] = fn, head
+
+
+register_frame_loss("poisson", _poisson, head="poisson")
+register_frame_loss("poisson_conditional", _poisson_conditional, head="poisson")
+register_frame_loss("binary", binary_frame_loss, head="binary")
 
 
 def get_frame_loss(name: str) -> Callable[..., torch.Tensor]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from framecall.frames.decoding import DECODERS, POISSON_ONLY
+from framecall.frames.decoding import DECODERS, decoder_serves
 from framecall.frames.losses import FRAME_LOSSES, HEAD_OF_LOSS
 
 
@@ -219,6 +219,7 @@ class TrainJobConfig:
     def __post_init__(self) -> None:
         if self.train.objective == "tokens" and self.model.finetune == "head":
             raise ValueError("model.finetune=head trains nothing of a token model; use full or lora")
-        if self.head == "binary" and self.eval.default_decoder in POISSON_ONLY:
+        if (self.head != "tokens" and self.eval.default_decoder in DECODERS
+                and not decoder_serves(self.eval.default_decoder, self.head)):
             raise ValueError(f"eval.default_decoder {self.eval.default_decoder!r} needs a Poisson head; "
                              "use topk or topn_nms with the binary loss")

@@ -7,7 +7,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import torch
 
-from framecall.frames.decoding import POISSON_ONLY, decode
+from framecall.frames.decoding import decode, decoder_serves
 from framecall.frames.units import FrameGrid
 from framecall.metrics import TimestampMetrics, format_table
 from framecall.token_answers import parse_timestamps
@@ -22,7 +22,7 @@ def usable_decoders(decoders: Sequence[str], head: str, token_output: bool = Fal
     """The outputs a model offers among ``decoders``: frame decoders its head supports, plus
     "tokens" (generated answers) when it has a token output."""
     frame = [] if head == TOKENS else [d for d in decoders if d != TOKENS
-                                        and not (head == "binary" and d in POISSON_ONLY)]
+                                        and decoder_serves(d, head)]
     return frame + ([TOKENS] if token_output or head == TOKENS else [])
 
 

@@ -138,6 +138,38 @@ def prepare_datasets(cfg: TrainJobConfig, data_dirs: list[Path], data_manifests:
     return datasets
 
 
+def resume_point(cfg: TrainJobConfig, output: Path) -> tuple[Path | None, str | None]:
+    """--resume: (the latest checkpoint, its MLflow run id), checked against the config; else (None, None)."""
+    if not cfg.resume:
+        return None, None
+    resume_from = latest_checkpoint(output)
+    if resume_from is None:
+        raise CheckpointError(f"--resume: no checkpoint under {output / 'ray'}")
+    manifest = read_manifest(resume_from).check(resume_from, head=cfg.head, subframes=cfg.model.subframes,
+                                                 stage="frame")
+    print(f"[framecall] resuming from {resume_from} at step {manifest.global_step}")
+    return resume_from, manifest.mlflow_run_id
+
+
+def frame_manifest(cfg: TrainJobConfig, data_dirs: list[Path], run_id: str, tracking_uri: str,
+                   provenance: dict[str, str]) -> CheckpointManifest:
+    """The manifest every checkpoint of this run carries (the loop adds step, tasks, metrics)."""
+    spec = backbone_spec(cfg.model.name)  # feature parameters belong to the adapter; no weights loaded
+    features, frame_s, model_type = spec.feature_params, spec.frame_s, spec.model_type
+    prompt_order = "question_first"  # frame heads: the question conditions the audio states
+    return CheckpointManifest(
+        backbone=cfg.model.name, model_type=model_type, head=cfg.head, loss=cfg.loss_name,
+        objective=cfg.train.objective, default_decoder=cfg.primary_output, token_output=cfg.token_output,
+        token_prompt_order=cfg.token_prompt_order,
+        interp_lambda=cfg.train.interp_lambda if cfg.train.objective == "interpolated" else None,
+        mixture={str(d): w for d, w in zip(data_dirs, cfg.data.sources.values())}, frame_s=frame_s,
+        subframes=cfg.model.subframes, prompt_order=prompt_order, features=features, finetune=cfg.model.finetune,
+        lora=LoraSpec(cfg.model.lora_r, cfg.model.lora_alpha, targets=list(cfg.model.lora_targets))
+        if cfg.model.finetune == "lora" else None,
+        mlflow_run_id=run_id, mlflow_tracking_uri=tracking_uri, git_sha=provenance["git_sha"],
+        data_manifest_sha256=provenance["data_manifest_sha256"], nms_min_separation=cfg.eval.nms_min_separation)
+
+
 def fit(cfg: TrainJobConfig, callbacks: list | None = None, run_tags: dict[str, str] | None = None,
         evaluate_test: bool = True, datasets: dict | None = None) -> FitResult:
     """Train (Ray Train, ``cfg.ray.num_workers`` workers), then evaluate the best checkpoint on
@@ -158,16 +190,7 @@ def fit(cfg: TrainJobConfig, callbacks: list | None = None, run_tags: dict[str, 
     output = Path(cfg.output).resolve()
     output.mkdir(parents=True, exist_ok=True)
     resolve_model_path(cfg.model.name)  # unknown model: fail before anything starts
-    resume_from = None
-    run_id = None
-    if cfg.resume:
-        resume_from = latest_checkpoint(output)
-        if resume_from is None:
-            raise CheckpointError(f"--resume: no checkpoint under {output / 'ray'}")
-        manifest = read_manifest(resume_from).check(resume_from, head=cfg.head, subframes=cfg.model.subframes,
-                                                     stage="frame")
-        run_id = manifest.mlflow_run_id
-        print(f"[framecall] resuming from {resume_from} at step {manifest.global_step}")
+    resume_from, run_id = resume_point(cfg, output)
     data_dirs = ensure_data(cfg)
     data_manifests = [read_data_manifest(d) for d in data_dirs]
     tasks = data_tasks(data_manifests)
@@ -176,9 +199,6 @@ def fit(cfg: TrainJobConfig, callbacks: list | None = None, run_tags: dict[str, 
     init_ray(cfg.ray.address)
     use_gpu = _use_gpu(cfg.ray.use_gpu)
 
-    spec = backbone_spec(cfg.model.name)  # feature parameters belong to the adapter; no weights loaded
-    features, frame_s, model_type = spec.feature_params, spec.frame_s, spec.model_type
-    prompt_order = "question_first"  # frame heads: the question conditions the audio states
     if datasets is None:
         datasets = prepare_datasets(cfg, data_dirs, data_manifests)
 
@@ -194,17 +214,7 @@ def fit(cfg: TrainJobConfig, callbacks: list | None = None, run_tags: dict[str, 
             tags={"framecall.head": cfg.head, "framecall.loss": cfg.loss_name, "framecall.tasks": ",".join(tasks),
                   "framecall.model": cfg.model.name, **(run_tags or {})},
         )
-    base_manifest = CheckpointManifest(
-        backbone=cfg.model.name, model_type=model_type, head=cfg.head, loss=cfg.loss_name,
-        objective=cfg.train.objective, default_decoder=cfg.primary_output, token_output=cfg.token_output,
-        token_prompt_order=cfg.token_prompt_order,
-        interp_lambda=cfg.train.interp_lambda if cfg.train.objective == "interpolated" else None,
-        mixture={str(d): w for d, w in zip(data_dirs, cfg.data.sources.values())}, frame_s=frame_s,
-        subframes=cfg.model.subframes, prompt_order=prompt_order, features=features, finetune=cfg.model.finetune,
-        lora=LoraSpec(cfg.model.lora_r, cfg.model.lora_alpha, targets=list(cfg.model.lora_targets))
-        if cfg.model.finetune == "lora" else None,
-        mlflow_run_id=run_id, mlflow_tracking_uri=tracking_uri, git_sha=provenance["git_sha"],
-        data_manifest_sha256=provenance["data_manifest_sha256"], nms_min_separation=cfg.eval.nms_min_separation)
+    base_manifest = frame_manifest(cfg, data_dirs, run_id, tracking_uri, provenance)
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"job": to_dict(cfg), "mlflow_run_id": run_id, "tracking_uri": tracking_uri,

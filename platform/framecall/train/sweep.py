@@ -167,10 +167,7 @@ class SweepResult:
 
 def run_sweep(base_cfg: TrainJobConfig, sweep: SweepSection, output: str | Path, resume: bool = False) -> SweepResult:
     """Run (or, with ``resume``, continue) the sweep; -> the best point, its config file, the table."""
-    import ray
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-    from ray.tune.search import BasicVariantGenerator
 
     from framecall import tracking
 
@@ -190,17 +187,7 @@ def run_sweep(base_cfg: TrainJobConfig, sweep: SweepSection, output: str | Path,
     output.mkdir(parents=True, exist_ok=True)
     tracking_uri = base_cfg.mlflow.tracking_uri or tracking.default_tracking_uri(output)
     state_file = output / "sweep_state.json"
-    kwargs = {}
-    if base_cfg.ray.address is None and not ray.is_initialized():
-        # a local Ray: each trial holds a CPU besides its workers, so on a 2-core machine 2 workers
-        # x 1 CPU would never fit; count the trials' needs in logical CPUs
-        import math
-        import os
-
-        workers = base_cfg.ray.num_workers * base_cfg.ray.cpus_per_worker
-        need = sweep.max_concurrent_trials * (workers + 1)
-        kwargs["num_cpus"] = max(os.cpu_count() or 1, math.ceil(need))
-    init_ray(base_cfg.ray.address, **kwargs)  # with the dashboard: Tune stops trials (see init_ray)
+    init_ray(base_cfg.ray.address, **_local_ray_kwargs(base_cfg, sweep))  # with the dashboard: Tune stops trials (see init_ray)
     # featurize once, here: every trial trains on the same rows (with data.cache_features=false,
     # for corpora larger than the object store, each trial streams the same lazy pipeline instead)
     datasets = prepare_datasets(base_cfg, data_dirs, data_manifests)
@@ -220,39 +207,10 @@ def run_sweep(base_cfg: TrainJobConfig, sweep: SweepSection, output: str | Path,
              "_experiment": base_cfg.mlflow.experiment}
     # a trial runs its Train controller; Tune captures its tasks in the trial's placement group
     trainable = tune.with_resources(tune.with_parameters(_trial, datasets=datasets), {"CPU": 1})
-    if resume:
-        tuner = tune.Tuner.restore(str(tune_dir / name), trainable=trainable, resume_errored=True)
-    else:
-        points = [{**{k: _midpoint(s) for k, s in sweep.space.items()}, **sweep.baseline}] if sweep.baseline else None
-        searcher = BasicVariantGenerator(points_to_evaluate=points, random_state=sweep.seed,
-                                         max_concurrent=sweep.max_concurrent_trials)
-        scheduler = (ASHAScheduler(time_attr="training_iteration", grace_period=sweep.grace_period,
-                                   reduction_factor=sweep.reduction_factor,
-                                   # one past the last evaluation: a trial that reaches the end finishes on
-                                   # its own (saves, shuts its workers down) instead of being stopped there
-                                   max_t=_max_evaluations(base_cfg) + 1)
-                     if sweep.scheduler == "asha" else FIFOScheduler())
-        tuner = tune.Tuner(
-            trainable, param_space={**_search_space(sweep), **fixed},
-            tune_config=tune.TuneConfig(metric=sweep.metric, mode="max", search_alg=searcher, scheduler=scheduler,
-                                        # the baseline point is one of the generator's samples: add it on top
-                                        num_samples=sweep.num_samples + (1 if points else 0)),
-            run_config=tune.RunConfig(name=name, storage_path=str(tune_dir)),
-        )
+    tuner = _make_tuner(trainable, sweep, base_cfg, fixed, tune_dir / name, resume)
     grid = tuner.fit()
     outputs = output_columns(base_cfg, data_tasks(data_manifests))
-    trials = []
-    for r in grid:
-        point = {k: v for k, v in r.config.items() if not k.startswith("_")}
-        history = r.metrics_dataframe
-        reported = history is not None and sweep.metric in history and len(history)
-        best_row = history.loc[history[sweep.metric].idxmax()] if reported else None
-        trials.append({"trial_id": r.metrics.get("trial_id") if r.metrics else None, "point": point,
-                       "metric": float(best_row[sweep.metric]) if reported else float("nan"),
-                       # each output's validation score at the trial's best evaluation
-                       "outputs": {c: float(best_row[c]) for c in outputs if reported and c in best_row},
-                       "evaluations": int(r.metrics.get("training_iteration", 0)) if r.metrics else 0,
-                       "error": str(r.error)[:300] if r.error else None})
+    trials = _collect_trials(grid, sweep, outputs)
     done = [t for t in trials if t["metric"] == t["metric"]]
     if not done:
         raise RuntimeError(f"no trial reported {sweep.metric}: {[t['error'] for t in trials]}")
@@ -274,6 +232,64 @@ def run_sweep(base_cfg: TrainJobConfig, sweep: SweepSection, output: str | Path,
     logger.finish()
     (output / "sweep_table.md").write_text(table + "\n")
     return SweepResult(best["point"], best["metric"], config_path, parent, trials, table, time.time() - t0)
+
+
+def _local_ray_kwargs(base_cfg: TrainJobConfig, sweep: SweepSection) -> dict[str, Any]:
+    """A local Ray: each trial holds a CPU besides its workers, so on a 2-core machine 2 workers
+    x 1 CPU would never fit; count the trials' needs in logical CPUs."""
+    import math
+    import os
+
+    import ray
+
+    if base_cfg.ray.address is not None or ray.is_initialized():
+        return {}
+    workers = base_cfg.ray.num_workers * base_cfg.ray.cpus_per_worker
+    need = sweep.max_concurrent_trials * (workers + 1)
+    return {"num_cpus": max(os.cpu_count() or 1, math.ceil(need))}
+
+
+def _make_tuner(trainable, sweep: SweepSection, base_cfg: TrainJobConfig, fixed: dict[str, Any], path: Path,
+                resume: bool):
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.search import BasicVariantGenerator
+
+    if resume:
+        return tune.Tuner.restore(str(path), trainable=trainable, resume_errored=True)
+    points = [{**{k: _midpoint(s) for k, s in sweep.space.items()}, **sweep.baseline}] if sweep.baseline else None
+    searcher = BasicVariantGenerator(points_to_evaluate=points, random_state=sweep.seed,
+                                     max_concurrent=sweep.max_concurrent_trials)
+    scheduler = (ASHAScheduler(time_attr="training_iteration", grace_period=sweep.grace_period,
+                               reduction_factor=sweep.reduction_factor,
+                               # one past the last evaluation: a trial that reaches the end finishes on
+                               # its own (saves, shuts its workers down) instead of being stopped there
+                               max_t=_max_evaluations(base_cfg) + 1)
+                 if sweep.scheduler == "asha" else FIFOScheduler())
+    return tune.Tuner(
+        trainable, param_space={**_search_space(sweep), **fixed},
+        tune_config=tune.TuneConfig(metric=sweep.metric, mode="max", search_alg=searcher, scheduler=scheduler,
+                                    # the baseline point is one of the generator's samples: add it on top
+                                    num_samples=sweep.num_samples + (1 if points else 0)),
+        run_config=tune.RunConfig(name=path.name, storage_path=str(path.parent)),
+    )
+
+
+def _collect_trials(grid, sweep: SweepSection, outputs: list[str]) -> list[dict[str, Any]]:
+    """Each trial's point, best reported metric, outputs at that evaluation, evaluations, error."""
+    trials = []
+    for r in grid:
+        point = {k: v for k, v in r.config.items() if not k.startswith("_")}
+        history = r.metrics_dataframe
+        reported = history is not None and sweep.metric in history and len(history)
+        best_row = history.loc[history[sweep.metric].idxmax()] if reported else None
+        trials.append({"trial_id": r.metrics.get("trial_id") if r.metrics else None, "point": point,
+                       "metric": float(best_row[sweep.metric]) if reported else float("nan"),
+                       # each output's validation score at the trial's best evaluation
+                       "outputs": {c: float(best_row[c]) for c in outputs if reported and c in best_row},
+                       "evaluations": int(r.metrics.get("training_iteration", 0)) if r.metrics else 0,
+                       "error": str(r.error)[:300] if r.error else None})
+    return trials
 
 
 def output_columns(cfg: TrainJobConfig, tasks: list[str]) -> list[str]:
