@@ -15,7 +15,8 @@ import numpy as np
 
 from framecall.audio.io import AudioError, decode_audio
 from framecall.config import to_dict
-from framecall.serving import OUTPUT_FORMATS, FrameEngine, Query, ServeSettings, align_words, format_alignment
+from framecall.inference import FrameLocalizer, Query, align_words
+from framecall.serving import OUTPUT_FORMATS, format_alignment
 
 SUFFIX = {"json": ".json", "textgrid": ".TextGrid", "ctm": ".ctm"}
 
@@ -54,9 +55,11 @@ class PredictActor:
 
     def __init__(self, cfg: dict[str, Any]) -> None:
         self.cfg = PredictConfig(**cfg)
-        # offline and local: the checkpoint the user named is the one allowed root
-        self.engine = FrameEngine(ServeSettings(checkpoint=self.cfg.checkpoint, allowed_roots=[self.cfg.checkpoint],
-                                                registry_uri=self.cfg.registry_uri, max_audio_seconds=1e9))
+        if self.cfg.registry_uri:  # a models:/ checkpoint is read from this server
+            import os
+
+            os.environ["MLFLOW_TRACKING_URI"] = self.cfg.registry_uri
+        self.engine = FrameLocalizer.from_pretrained(self.cfg.checkpoint)
         self.out = Path(self.cfg.output)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:

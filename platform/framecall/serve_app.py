@@ -30,7 +30,7 @@ from ray.serve.exceptions import BackPressureError
 from framecall.audio.io import AudioError, AudioTooLongError, decode_audio
 from framecall.config import from_dict, to_dict
 from framecall.serving import (
-    OUTPUT_FORMATS, FrameEngine, Query, ServeSettings, align_words, alignment_query, format_alignment,
+    OUTPUT_FORMATS, Query, ServeSettings, align_words, alignment_query, engine_for, format_alignment,
     question_task, transcript_words,
 )
 
@@ -67,7 +67,7 @@ class FrameModelServer:
 
     def __init__(self, settings: dict[str, Any]) -> None:
         self.settings = from_dict(ServeSettings, settings)
-        self.engine = FrameEngine(self.settings)
+        self.engine = engine_for(self.settings)
         self.batch_sizes: list[int] = []  # recent batch sizes (the /v1/model stats)
         self.largest_batch = 0
         self.reconfigure({"max_batch_size": self.settings.max_batch_size,

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from framecall.serving import (
-    AdmissionError, FrameEngine, Query, ServeSettings, admit_checkpoint, chunk_spans, format_alignment,
+    AdmissionError, Query, ServeSettings, admit_checkpoint, chunk_spans, engine_for, format_alignment,
     question_task, stitch,
 )
 from tests_helpers import make_checkpoint, speech_clip
@@ -35,8 +35,8 @@ def test_stitch_takes_each_overlap_half_from_the_nearer_chunk():
 
 def test_long_audio_is_chunked_and_stitched_without_drift(ckpt):
     audio, _ = speech_clip("one two three four five six seven eight nine ten", seconds=5.0)
-    whole = FrameEngine(ServeSettings(checkpoint=str(ckpt), allowed_roots=[str(ckpt.parent)]))
-    chunked = FrameEngine(ServeSettings(checkpoint=str(ckpt), allowed_roots=[str(ckpt.parent)], chunk_seconds=2.0,
+    whole = engine_for(ServeSettings(checkpoint=str(ckpt), allowed_roots=[str(ckpt.parent)]))
+    chunked = engine_for(ServeSettings(checkpoint=str(ckpt), allowed_roots=[str(ckpt.parent)], chunk_seconds=2.0,
                                         chunk_overlap_seconds=0.5))
     q = "When does the 1st occurrence of the word 'five' occur?"
     full = whole.predict([Query(audio, q, 3, return_curve=True)])[0]

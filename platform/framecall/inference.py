@@ -1,0 +1,174 @@
+"""In-process inference with a frame-head checkpoint: the one class Serve, batch prediction,
+the CLI and Python users share. It knows no HTTP: admission (allowed roots, registry), size
+and duration limits and API keys are the Serve app's business (:mod:`framecall.serving`).
+
+    from framecall.inference import FrameLocalizer
+    loc = FrameLocalizer.from_pretrained("runs/train_poisson/best")      # or models:/name/version
+    loc.localize(samples_16k, "When does the 2nd occurrence of the word 'much' occur?", num_events=1)
+    loc.align(samples_16k, "the cat sat on the mat")                     # [{word, start, end}, ...]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from framecall.audio.features import log_mel
+from framecall.data.collate import pad_features
+from framecall.frames.alignment import detect_speech_end, word_intervals
+from framecall.frames.decoding import decode, decoder_serves, expected_count
+from framecall.frames.units import FrameGrid
+from framecall.models.checkpoint import CheckpointManifest
+from framecall.prompts import alignment_prompt
+
+SAMPLE_RATE = 16000
+
+
+@dataclass
+class Query:
+    """One (audio, question) pair for the batched engine."""
+
+    samples: np.ndarray  # [N] float32, 16 kHz mono, validated
+    question: str
+    num_events: int | None = None
+    return_curve: bool = False
+
+
+def chunk_spans(num_samples: int, window: int | None, overlap: int, align: int) -> list[tuple[int, int]]:
+    """[start, end) sample spans covering the audio; starts on multiples of ``align`` (one audio
+    token) so every chunk's frame grid coincides with the whole recording's."""
+    if window is None or num_samples <= window:
+        return [(0, num_samples)]
+    step = max(align, (window - overlap) // align * align)
+    spans, start = [], 0
+    while True:
+        end = min(start + window, num_samples)
+        spans.append((start, end))
+        if end >= num_samples:
+            return spans
+        start += step
+
+
+def stitch(curves: list[torch.Tensor], offsets: list[int]) -> torch.Tensor:
+    """Per-chunk curves [T_k] at global sub-frame ``offsets`` -> one curve. In an overlap each
+    chunk owns the half nearer its own centre (states far from a window edge are better)."""
+    if len(curves) == 1:
+        return curves[0]
+    ends = [o + c.numel() for o, c in zip(offsets, curves)]
+    out = curves[0].new_empty(max(ends))
+    for k, (curve, a, b) in enumerate(zip(curves, offsets, ends)):
+        lo = a if k == 0 else (a + ends[k - 1]) // 2
+        hi = b if k == len(curves) - 1 else (offsets[k + 1] + b) // 2
+        out[lo:hi] = curve[lo - a : hi - a]
+    return out
+
+
+class FrameLocalizer:
+    """A frame-head checkpoint answering batches of queries (featurize, forward, stitch long audio, decode).
+
+    ``predict(queries) -> results``; ``localize`` and ``align`` answer one recording.
+    """
+
+    def __init__(self, model, manifest: CheckpointManifest, decoder: str | None = None,
+                 chunk_seconds: float | None = None, chunk_overlap_seconds: float = 4.0,
+                 name: str = "model", version: str | None = None) -> None:
+        manifest.check(name, frame_head=True)
+        self.model, self.manifest = model, manifest
+        self.head = manifest.head
+        self.decoder = decoder or manifest.default_decoder
+        if not decoder_serves(self.decoder, self.head):
+            raise ValueError(f"decoder {self.decoder!r} needs a Poisson head; this checkpoint has a {self.head} one")
+        self.grid = FrameGrid(manifest.frame_s, manifest.subframes)
+        self.features = manifest.features
+        self.tasks = list(manifest.tasks)
+        limit = chunk_seconds or model.backbone.max_audio_seconds
+        self.window = int(limit * SAMPLE_RATE) if limit else None
+        self.overlap = int(chunk_overlap_seconds * SAMPLE_RATE)
+        self.token_samples = int(round(self.grid.frame_s * SAMPLE_RATE))
+        self.info = {"name": name, "version": version or f"step-{manifest.global_step}", "head": self.head,
+                     "loss": manifest.loss, "decoder": self.decoder, "tasks": self.tasks,
+                     "backbone": manifest.backbone, "git_sha": manifest.git_sha}
+
+    @classmethod
+    def from_pretrained(cls, checkpoint: str | Path, device: str | None = None, dtype: str | None = None,
+                        **options: Any) -> FrameLocalizer:
+        """A checkpoint directory or ``models:/name/version`` (``MLFLOW_TRACKING_URI``), on the device
+        the runtime helper picks (CUDA + bf16 where present, else CPU + fp32) unless told otherwise."""
+        from framecall.models.frame_model import load_frame_model
+        from framecall.runtime import choose_device
+
+        plan = choose_device(device or "auto", dtype or "auto")
+        model, manifest = load_frame_model(checkpoint, dtype=plan.dtype)
+        model.to(plan.device)
+        ref = str(checkpoint)
+        name = ref.split("/")[1] if ref.startswith("models:/") else Path(ref).name
+        version = ref.rstrip("/").split("/")[-1] if ref.startswith("models:/") else None
+        return cls(model, manifest, name=options.pop("name", name), version=options.pop("version", version),
+                   **options)
+
+    @torch.no_grad()
+    def predict(self, queries: list[Query]) -> list[dict[str, Any]]:
+        rows: list[tuple[int, int]] = []  # (query index, chunk start sample)
+        feats, prompts = [], []
+        for qi, q in enumerate(queries):
+            for start, end in chunk_spans(q.samples.size, self.window, self.overlap, self.token_samples):
+                rows.append((qi, start))
+                feats.append(log_mel(q.samples[start:end], self.features))
+                prompts.append(q.question)
+        features, feature_mask, token_mask, _ = pad_features(feats, self.model.backbone.tokens_for_frames)
+        batch = {"features": features, "feature_mask": feature_mask, "token_mask": token_mask, "prompts": prompts}
+        scores, mask = self.model(batch)  # [R, T], [R, T]
+        scores = scores.float().cpu()
+        per_query: dict[int, tuple[list, list]] = {}
+        unit = self.token_samples // self.grid.subframes  # samples per sub-frame
+        for r, (qi, start) in enumerate(rows):
+            curves, offsets = per_query.setdefault(qi, ([], []))
+            curves.append(scores[r][mask[r].cpu()])
+            offsets.append(start // unit)
+        results = []
+        for qi, q in enumerate(queries):
+            curve = stitch(*per_query[qi])  # [T]
+            estimate = expected_count(curve) if self.head == "poisson" else None
+            n = q.num_events
+            if n is not None:
+                n = min(n, curve.numel())
+            pos = decode(self.decoder, curve, n, head=self.head,
+                         min_separation=self.manifest.nms_min_separation)
+            times = [round(float(t), 4) for t in self.grid.to_seconds(pos)]
+            result = {"times_s": times, "num_events": len(times),
+                      "count_estimate": None if estimate is None else round(estimate, 3),
+                      "chunks": len(per_query[qi][0])}
+            if q.return_curve:
+                result["curve"] = {"unit_s": self.grid.unit_s, "kind": "log_intensity" if self.head == "poisson"
+                                   else "logit", "values": [round(float(v), 5) for v in curve]}
+            results.append(result)
+        return results
+
+    def localize(self, samples: np.ndarray, question: str, num_events: int | None = None) -> dict[str, Any]:
+        """One recording (float32 [N], 16 kHz mono) and one question -> {times_s, num_events, ...}."""
+        return self.predict([Query(samples, question, num_events)])[0]
+
+    def align(self, samples: np.ndarray, transcript: str) -> list[dict[str, Any]]:
+        """Word start and end times of ``transcript`` in ``samples``."""
+        result = self.predict([alignment_query(samples, transcript)])[0]
+        return align_words(transcript_words(transcript), result["times_s"], samples)
+
+
+def align_words(words: list[str], times_s: list[float], samples: np.ndarray) -> list[dict[str, Any]]:
+    """Word starts -> [{word, start, end}]: end = next start, the last ends where speech ends."""
+    end_s = detect_speech_end(samples, SAMPLE_RATE)
+    intervals = word_intervals(times_s, max(end_s, max(times_s, default=0.0)))
+    return [{"word": w, "start": round(s, 4), "end": round(e, 4)} for w, (s, e) in zip(words, intervals)]
+
+
+def transcript_words(transcript: str) -> list[str]:
+    return transcript.split()
+
+
+def alignment_query(samples: np.ndarray, transcript: str) -> Query:
+    return Query(samples, alignment_prompt(transcript), num_events=len(transcript_words(transcript)))
+

@@ -1,0 +1,25 @@
+"""The in-process engine as a Python API (no Serve, no allowed roots)."""
+
+import pytest
+
+from framecall.inference import FrameLocalizer
+from framecall.models.checkpoint import CheckpointError
+from tests_helpers import make_checkpoint, speech_clip
+
+
+def test_from_pretrained_localize_and_align(tmp_path):
+    ckpt = make_checkpoint(tmp_path / "anywhere" / "ckpt", ["words", "words_all"])
+    loc = FrameLocalizer.from_pretrained(ckpt)  # any directory: admission is the server's business
+    assert loc.info["name"] == "ckpt" and loc.info["version"] == "step-0" and loc.decoder == "topn_nms"
+    assert next(loc.model.parameters()).device.type == "cpu"  # the runtime helper's choice here
+    audio, words = speech_clip("the cat sat on the mat")
+    got = loc.localize(audio, "When does the 1st occurrence of the word 'cat' occur?", num_events=1)
+    assert got["num_events"] == 1 and 0 <= got["times_s"][0] <= audio.size / 16000
+    aligned = loc.align(audio, " ".join(words))
+    assert [w["word"] for w in aligned] == words
+    assert all(a["start"] <= b["start"] for a, b in zip(aligned, aligned[1:]))
+    with pytest.raises(ValueError, match="needs a Poisson head"):
+        FrameLocalizer.from_pretrained(make_checkpoint(tmp_path / "b", ["words"], head="binary"),
+                                       decoder="posterior_mode")
+    with pytest.raises(CheckpointError, match="no manifest.json"):
+        FrameLocalizer.from_pretrained(tmp_path / "missing")
