@@ -1,6 +1,6 @@
 """Table 6 in miniature: LoRA SFT only vs SFT + GRPO vs GRPO only, same budget, on the synthetic
-PolyAudio bench with the rule judge; plus rollout throughput with 1 vs 2 actors and the GRPO
-step time by phase.
+PolyAudio bench with the rule judge; single-clip retention (Table 7) before SFT, after SFT and
+after GRPO; rollout throughput with 1 vs 2 actors and the GRPO step time by phase.
 
     python benchmarks/bench_grpo.py --output runs/bench_grpo          # ~15-25 min on 2 cores
 """
@@ -66,6 +66,13 @@ def bench_scores(model: str, bench: Path) -> dict:
     return {"means": report["per_task"]["rule"]["means"], "format_rate": fmt / max(1, report["items"])}
 
 
+def retention_scores(model: str) -> dict:
+    from framecall.polyaudio.runner import load_generator
+    from framecall.train.grpo.retention import evaluate_retention, retention_items
+
+    return evaluate_retention(load_generator(model), retention_items(num=40, seed=11))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--output", default="runs/bench_grpo")
@@ -98,12 +105,14 @@ def main() -> None:
     models = {"base": "tiny-omni", "sft": str(sft.best_checkpoint),
               "sft_grpo": str(runs["sft_grpo"].best_checkpoint), "grpo_only": str(runs["grpo_only"].best_checkpoint)}
     scores = {name: bench_scores(m, bench) for name, m in models.items()}
+    retention = {name: retention_scores(m) for name, m in models.items()}
     from framecall.train.grpo.data import row_to_item
 
     items = [row_to_item(r) for r in generate_items(PolyConfig(split="bench", per_task=1, tasks=TASKS))]
     rates = {n: throughput("tiny-omni", items, n, 4) for n in (1, 2)}
     phases = phase_split(runs["sft_grpo"])
-    result = {"args": vars(args), "walls_s": walls, "scores": scores, "completions_per_s": rates, "phases_s": phases}
+    result = {"args": vars(args), "walls_s": walls, "scores": scores, "retention": retention,
+              "completions_per_s": rates, "phases_s": phases}
     (out / "bench_grpo.json").write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
 

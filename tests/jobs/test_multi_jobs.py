@@ -56,7 +56,9 @@ def test_sft_then_grpo_then_resume(tmp_path, poly_dirs, mlflow_uri, ray_session)
     client = MlflowClient(mlflow_uri)
     assert {"train/loss", "time/forward_backward", "time/data"} <= set(client.get_run(sft.run_id).data.metrics)
 
-    grpo = fit_grpo(_grpo_cfg(tmp_path, sft.best_checkpoint, poly_dirs["preference"], mlflow_uri))
+    # two learner workers: rank 0 syncs the actors, the other rank generates at the version it adopts
+    grpo = fit_grpo(_grpo_cfg(tmp_path, sft.best_checkpoint, poly_dirs["preference"], mlflow_uri,
+                              **{"ray.num_workers": 2, "ray.cpus_per_worker": 0.5}))
     g = read_manifest(grpo.best_checkpoint)
     assert g.stage == "grpo" and g.policy_version == 2 and g.parent == str(sft.best_checkpoint)
     assert Path(g.backbone) == tmp_path / "grpo" / "merged_base"

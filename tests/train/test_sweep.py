@@ -48,9 +48,9 @@ def test_two_trial_sweep_tracks_children_writes_a_trainable_best_config_and_resu
         "mlflow.experiment": "sweep-test"})
     sweep = _sweep(num_samples=1, grace_period=1)  # the lambda = 0 baseline + 1 sampled trial
     result = run_sweep(base, sweep, tmp_path / "sweep")
-    assert len(result.trials) == 2 and all(t["error"] is None for t in result.trials)
-    assert sorted(t["point"]["train.interp_lambda"] == 0.0 for t in result.trials) == [False, True]
-    assert all(t["evaluations"] >= 1 for t in result.trials)
+    assert len(result.trials) == 2 and all(t.error is None for t in result.trials)
+    assert sorted(t.point["train.interp_lambda"] == 0.0 for t in result.trials) == [False, True]
+    assert all(t.evaluations >= 1 for t in result.trials)
     client = MlflowClient(mlflow_uri)
     exp = client.get_experiment_by_name("sweep-test").experiment_id
     children = client.search_runs([exp], filter_string=f"tags.mlflow.parentRunId = '{result.parent_run_id}'")
@@ -63,7 +63,7 @@ def test_two_trial_sweep_tracks_children_writes_a_trainable_best_config_and_resu
     assert parent.info.status == "FINISHED" and "| train.interp_lambda |" in result.table
     # both outputs of the interpolated model, at each trial's best evaluation
     assert "| val_topn_nms_acc20ms | val_tokens_acc20ms | val_tokens_parse_failure_rate |" in result.table
-    assert all(set(t["outputs"]) == {"val_topn_nms_acc20ms", "val_tokens_acc20ms", "val_tokens_parse_failure_rate"}
+    assert all(set(t.outputs) == {"val_topn_nms_acc20ms", "val_tokens_acc20ms", "val_tokens_parse_failure_rate"}
                for t in result.trials)
     # the best config trains as it is
     best = build_config(TrainJobConfig, result.best_config_path)
@@ -98,7 +98,7 @@ def test_runs_left_open_by_stopped_or_interrupted_trials_are_closed_with_the_rea
     from mlflow.tracking import MlflowClient
 
     from framecall import tracking
-    from framecall.train.sweep import _close_children
+    from framecall.train.sweep import TrialSummary, _close_children
 
     def child(trial_id, point, finish):
         run = tracking.start_run(mlflow_uri, "close-test", tmp_path / "art", f"trial {trial_id}", {}, {
@@ -113,10 +113,8 @@ def test_runs_left_open_by_stopped_or_interrupted_trials_are_closed_with_the_rea
     runs = {"done": child("t0", points[0], True), "asha": child("t1", points[1], False),
             "killed_then_rerun": child("t2", points[2], False), "rerun": child("t2", points[2], True),
             "error": child("t3", points[3], False)}
-    trials = [{"trial_id": "t0", "point": points[0], "metric": 0.5, "evaluations": 4, "error": None},
-              {"trial_id": "t1", "point": points[1], "metric": 0.1, "evaluations": 1, "error": None},
-              {"trial_id": "t2", "point": points[2], "metric": 0.2, "evaluations": 4, "error": None},
-              {"trial_id": "t3", "point": points[3], "metric": float("nan"), "evaluations": 0, "error": "boom"}]
+    trials = [TrialSummary("t0", points[0], 0.5, 4, None), TrialSummary("t1", points[1], 0.1, 1, None),
+              TrialSummary("t2", points[2], 0.2, 4, None), TrialSummary("t3", points[3], float("nan"), 0, "boom")]
     _close_children(mlflow_uri, parent, trials[0], trials, max_evals=4)
     got = {name: client.get_run(run_id) for name, run_id in runs.items()}
     assert {n: r.info.status for n, r in got.items()} == {

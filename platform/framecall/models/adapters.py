@@ -33,7 +33,8 @@ def lora_config(spec: LoraSpec):
     targets = "|".join(spec.targets)
     # the language model's projections only: a bare "q_proj" would also wrap the audio encoder
     return LoraConfig(r=spec.r, lora_alpha=spec.alpha, lora_dropout=spec.dropout,
-                      target_modules=rf".*language_model.*\.({targets})$")
+                      target_modules=rf".*language_model.*\.({targets})$",
+                      modules_to_save=list(spec.modules_to_save) or None)
 
 
 def attach_lora(backbone: QwenAudioBackbone, spec: LoraSpec, seed: int = 0) -> None:

@@ -46,6 +46,8 @@ class LoraSpec:
     dropout: float = 0.0
     targets: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
     """Projection names inside the language model (never the audio encoder)."""
+    modules_to_save: list[str] = field(default_factory=list)
+    """Whole modules trained and saved beside the adapters (peft ``modules_to_save``), e.g. ``lm_head``."""
 
 
 @dataclass

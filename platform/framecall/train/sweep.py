@@ -129,25 +129,52 @@ def _search_space(sweep: SweepSection) -> dict[str, Any]:
     return space
 
 
-def _trial(config: dict[str, Any], datasets: dict | None = None) -> None:
+@dataclass(frozen=True)
+class TrialContext:
+    """What every trial needs besides its sampled point (handed over with ``tune.with_parameters``,
+    not through the search space)."""
+
+    base: dict[str, Any]
+    """The base TrainJobConfig as a dict; the point's dotted keys override it."""
+    output: str
+    tracking_uri: str
+    parent_run_id: str
+    experiment: str
+
+
+@dataclass
+class TrialSummary:
+    """One trial of a finished sweep."""
+
+    trial_id: str | None
+    point: dict[str, Any]
+    metric: float
+    """Its best reported value of the sweep metric (NaN: it reported none)."""
+    evaluations: int
+    error: str | None
+    outputs: dict[str, float] = field(default_factory=dict)
+    """Each output's validation score at the trial's best evaluation."""
+
+
+def _trial(point: dict[str, Any], context: TrialContext, datasets: dict | None = None) -> None:
     """One Tune trial: the training job's fit() with Tune reporting and a nested MLflow run.
 
-    ``datasets``: the splits the sweep's driver prepared once (``tune.with_parameters``),
-    featurized and materialized unless ``data.cache_features`` is off.
+    ``point``: the sampled values (dotted config keys); ``datasets``: the splits the sweep's driver
+    prepared once, featurized and materialized unless ``data.cache_features`` is off.
     """
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    point = {k: v for k, v in config.items() if not k.startswith("_")}
-    cfg = trial_config(config["_base"], point)
-    trial_dir = Path(config["_output"]) / "trials" / tune.get_context().get_trial_id()
+    point = dict(point)
+    cfg = trial_config(context.base, point)
+    trial_dir = Path(context.output) / "trials" / tune.get_context().get_trial_id()
     cfg.output = str(trial_dir)
-    cfg.mlflow.tracking_uri = config["_tracking_uri"]
-    cfg.mlflow.experiment = config["_experiment"]
+    cfg.mlflow.tracking_uri = context.tracking_uri
+    cfg.mlflow.experiment = context.experiment
     cfg.mlflow.run_name = f"trial {tune.get_context().get_trial_id()}"
     cfg.mlflow.register = False
     fit_kwargs = {"callbacks": [TuneReportCallback()], "evaluate_test": False,
-                  "run_tags": {"mlflow.parentRunId": config["_parent_run_id"], "framecall.sweep_point": json.dumps(point),
+                  "run_tags": {"mlflow.parentRunId": context.parent_run_id, "framecall.sweep_point": json.dumps(point),
                                "framecall.trial_id": tune.get_context().get_trial_id()}}
     from framecall.train.runner import fit
 
@@ -160,7 +187,7 @@ class SweepResult:
     best_metric: float
     best_config_path: Path
     parent_run_id: str
-    trials: list[dict[str, Any]]
+    trials: list[TrialSummary]
     table: str
     wall_s: float
 
@@ -203,20 +230,19 @@ def run_sweep(base_cfg: TrainJobConfig, sweep: SweepSection, output: str | Path,
                                     params={"sweep": to_dict(sweep), "base": base},
                                     tags={"framecall.sweep": "parent", "framecall.loss": base_cfg.loss_name})
         state_file.write_text(json.dumps({"parent_run_id": parent}))
-    fixed = {"_base": base, "_output": str(output), "_tracking_uri": tracking_uri, "_parent_run_id": parent,
-             "_experiment": base_cfg.mlflow.experiment}
+    context = TrialContext(base, str(output), tracking_uri, parent, base_cfg.mlflow.experiment)
     # a trial runs its Train controller; Tune captures its tasks in the trial's placement group
-    trainable = tune.with_resources(tune.with_parameters(_trial, datasets=datasets), {"CPU": 1})
-    tuner = _make_tuner(trainable, sweep, base_cfg, fixed, tune_dir / name, resume)
+    trainable = tune.with_resources(tune.with_parameters(_trial, context=context, datasets=datasets), {"CPU": 1})
+    tuner = _make_tuner(trainable, sweep, base_cfg, tune_dir / name, resume)
     grid = tuner.fit()
     outputs = output_columns(base_cfg, data_tasks(data_manifests))
     trials = _collect_trials(grid, sweep, outputs)
-    done = [t for t in trials if t["metric"] == t["metric"]]
+    done = [t for t in trials if t.metric == t.metric]
     if not done:
-        raise RuntimeError(f"no trial reported {sweep.metric}: {[t['error'] for t in trials]}")
+        raise RuntimeError(f"no trial reported {sweep.metric}: {[t.error for t in trials]}")
     # ties go to the earliest trial, so a resumed sweep (another result order) picks the same one
-    best = max(sorted(done, key=lambda t: str(t["trial_id"])), key=lambda t: t["metric"])
-    best_cfg = trial_config(base, best["point"])
+    best = max(sorted(done, key=lambda t: str(t.trial_id)), key=lambda t: t.metric)
+    best_cfg = trial_config(base, best.point)
     best_cfg.output = str(output / "best_train")
     best_cfg.resume = False
     best_cfg.mlflow.tracking_uri = tracking_uri  # the retrained model lands beside the sweep's runs
@@ -227,11 +253,11 @@ def run_sweep(base_cfg: TrainJobConfig, sweep: SweepSection, output: str | Path,
     table = sweep_table(trials, sweep, base_cfg)
     logger.text(table, "sweep_table.md")
     logger.client.log_artifact(parent, str(config_path))
-    logger.metrics({f"best_{sweep.metric}": best["metric"]}, step=0)
-    logger.set_tag("framecall.best_point", json.dumps(best["point"]))
+    logger.metrics({f"best_{sweep.metric}": best.metric}, step=0)
+    logger.set_tag("framecall.best_point", json.dumps(best.point))
     logger.finish()
     (output / "sweep_table.md").write_text(table + "\n")
-    return SweepResult(best["point"], best["metric"], config_path, parent, trials, table, time.time() - t0)
+    return SweepResult(best.point, best.metric, config_path, parent, trials, table, time.time() - t0)
 
 
 def _local_ray_kwargs(base_cfg: TrainJobConfig, sweep: SweepSection) -> dict[str, Any]:
@@ -249,8 +275,7 @@ def _local_ray_kwargs(base_cfg: TrainJobConfig, sweep: SweepSection) -> dict[str
     return {"num_cpus": max(os.cpu_count() or 1, math.ceil(need))}
 
 
-def _make_tuner(trainable, sweep: SweepSection, base_cfg: TrainJobConfig, fixed: dict[str, Any], path: Path,
-                resume: bool):
+def _make_tuner(trainable, sweep: SweepSection, base_cfg: TrainJobConfig, path: Path, resume: bool):
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search import BasicVariantGenerator
@@ -267,7 +292,7 @@ def _make_tuner(trainable, sweep: SweepSection, base_cfg: TrainJobConfig, fixed:
                                max_t=_max_evaluations(base_cfg) + 1)
                  if sweep.scheduler == "asha" else FIFOScheduler())
     return tune.Tuner(
-        trainable, param_space={**_search_space(sweep), **fixed},
+        trainable, param_space=_search_space(sweep),
         tune_config=tune.TuneConfig(metric=sweep.metric, mode="max", search_alg=searcher, scheduler=scheduler,
                                     # the baseline point is one of the generator's samples: add it on top
                                     num_samples=sweep.num_samples + (1 if points else 0)),
@@ -275,20 +300,19 @@ def _make_tuner(trainable, sweep: SweepSection, base_cfg: TrainJobConfig, fixed:
     )
 
 
-def _collect_trials(grid, sweep: SweepSection, outputs: list[str]) -> list[dict[str, Any]]:
+def _collect_trials(grid, sweep: SweepSection, outputs: list[str]) -> list[TrialSummary]:
     """Each trial's point, best reported metric, outputs at that evaluation, evaluations, error."""
     trials = []
     for r in grid:
-        point = {k: v for k, v in r.config.items() if not k.startswith("_")}
         history = r.metrics_dataframe
         reported = history is not None and sweep.metric in history and len(history)
         best_row = history.loc[history[sweep.metric].idxmax()] if reported else None
-        trials.append({"trial_id": r.metrics.get("trial_id") if r.metrics else None, "point": point,
-                       "metric": float(best_row[sweep.metric]) if reported else float("nan"),
-                       # each output's validation score at the trial's best evaluation
-                       "outputs": {c: float(best_row[c]) for c in outputs if reported and c in best_row},
-                       "evaluations": int(r.metrics.get("training_iteration", 0)) if r.metrics else 0,
-                       "error": str(r.error)[:300] if r.error else None})
+        trials.append(TrialSummary(
+            trial_id=r.metrics.get("trial_id") if r.metrics else None, point=dict(r.config),
+            metric=float(best_row[sweep.metric]) if reported else float("nan"),
+            evaluations=int(r.metrics.get("training_iteration", 0)) if r.metrics else 0,
+            error=str(r.error)[:300] if r.error else None,
+            outputs={c: float(best_row[c]) for c in outputs if reported and c in best_row}))
     return trials
 
 
@@ -314,7 +338,7 @@ def _midpoint(spec: dict[str, Any]) -> Any:
     return float((spec["low"] + spec["high"]) / 2)
 
 
-def _close_children(tracking_uri: str, parent: str, best: dict[str, Any], trials: list[dict[str, Any]],
+def _close_children(tracking_uri: str, parent: str, best: TrialSummary, trials: list[TrialSummary],
                     max_evals: int) -> None:
     """Tag the best trial's run; close the runs of trials that never finished their own run:
     Tune kills a trial that ASHA stops, and a killed sweep leaves its running trial's run open."""
@@ -324,9 +348,9 @@ def _close_children(tracking_uri: str, parent: str, best: dict[str, Any], trials
     children = client.search_runs([client.get_run(parent).info.experiment_id],
                                   filter_string=f"tags.mlflow.parentRunId = '{parent}'")
     finished = {r.data.tags.get("framecall.trial_id") for r in children if r.info.status == "FINISHED"}
-    by_id = {t["trial_id"]: t for t in trials}
+    by_id = {t.trial_id: t for t in trials}
     for run in children:
-        is_best = run.data.tags.get("framecall.sweep_point") == json.dumps(best["point"])
+        is_best = run.data.tags.get("framecall.sweep_point") == json.dumps(best.point)
         client.set_tag(run.info.run_id, "framecall.best_trial", str(is_best).lower())
         if run.info.status != "RUNNING":
             continue
@@ -334,26 +358,26 @@ def _close_children(tracking_uri: str, parent: str, best: dict[str, Any], trials
         trial = by_id.get(trial_id)
         if trial_id in finished or trial is None:
             why = "interrupted (the sweep was stopped; the trial ran again after --resume)"
-        elif trial["error"]:
-            why = f"error: {trial['error']}"
-        elif trial["evaluations"] < max_evals:
+        elif trial.error:
+            why = f"error: {trial.error}"
+        elif trial.evaluations < max_evals:
             why = "stopped early (ASHA)"
         else:
             why = "stopped by Tune after its last evaluation"
         client.set_tag(run.info.run_id, "framecall.trial_status", why)
-        client.set_terminated(run.info.run_id, "FAILED" if trial and trial["error"] else "KILLED")
+        client.set_terminated(run.info.run_id, "FAILED" if trial and trial.error else "KILLED")
 
 
-def sweep_table(trials: list[dict[str, Any]], sweep: SweepSection, base: TrainJobConfig) -> str:
+def sweep_table(trials: list[TrialSummary], sweep: SweepSection, base: TrainJobConfig) -> str:
     keys = list(sweep.space) + [k for k in sweep.baseline if k not in sweep.space]
     outputs = list(dict.fromkeys(c for t in trials for c in t.get("outputs", {})))
     max_evals = _max_evaluations(base)
     lines = ["| " + " | ".join([*keys, sweep.metric, *outputs, "evaluations", "status"]) + " |",
              "|" + "---|" * (len(keys) + len(outputs) + 3)]
-    for t in sorted(trials, key=lambda t: (-t["metric"] if t["metric"] == t["metric"] else 1e9, str(t["trial_id"]))):
-        status = "error" if t["error"] else ("stopped early (ASHA)" if t["evaluations"] < max_evals else "finished")
-        cells = [f"{t['point'].get(k):.4g}" if isinstance(t["point"].get(k), float) else str(t["point"].get(k))
+    for t in sorted(trials, key=lambda t: (-t.metric if t.metric == t.metric else 1e9, str(t.trial_id))):
+        status = "error" if t.error else ("stopped early (ASHA)" if t.evaluations < max_evals else "finished")
+        cells = [f"{t.point.get(k):.4g}" if isinstance(t.point.get(k), float) else str(t.point.get(k))
                  for k in keys]
         values = [f"{t.get('outputs', {})[c]:.4f}" if c in t.get("outputs", {}) else "-" for c in outputs]
-        lines.append("| " + " | ".join([*cells, f"{t['metric']:.4f}", *values, str(t["evaluations"]), status]) + " |")
+        lines.append("| " + " | ".join([*cells, f"{t.metric:.4f}", *values, str(t.evaluations), status]) + " |")
     return "\n".join(lines)

@@ -27,7 +27,8 @@ from framecall.train.phases import PhaseTimer
 
 
 def lora_spec(section) -> LoraSpec:
-    return LoraSpec(r=section.r, alpha=section.alpha, dropout=section.dropout, targets=list(section.targets))
+    return LoraSpec(r=section.r, alpha=section.alpha, dropout=section.dropout, targets=list(section.targets),
+                    modules_to_save=list(section.modules_to_save))
 
 
 def _context() -> tuple[int, int, torch.device]:

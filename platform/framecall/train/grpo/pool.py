@@ -49,13 +49,24 @@ class RolloutPool:
             self.version, self.digest = version, state_digest(state)
             self._state_ref = ray.put(state)
         idx = list(range(len(self.actors))) if only is None else only
-        held = self._get([self.actors[i].sync.remote(version, self.digest, self._state_ref) for i in idx],
-                         f"weight sync of version {version}")
+        held = self._push(idx, version)
         for i, (v, digest) in zip(idx, held):
             if (v, digest) != (version, self.digest):
                 raise WeightSyncError(f"rollout actor {i} holds ({v}, {digest[:12]}...) after the sync of "
                                       f"({version}, {self.digest[:12]}...)")
         return time.perf_counter() - t0
+
+    def _push(self, idx: list[int], version: int) -> list[tuple[int, str]]:
+        """Send the snapshot to actors ``idx``; an actor that died meanwhile is waited for (Ray
+        restarts it), counted, and sent the snapshot once more."""
+        from ray.exceptions import RayActorError
+
+        what = f"weight sync of version {version}"
+        try:
+            return self._get([self.actors[i].sync.remote(version, self.digest, self._state_ref) for i in idx], what)
+        except RayActorError:
+            self._count_restarts(self._wait_alive())
+            return self._get([self.actors[i].sync.remote(version, self.digest, self._state_ref) for i in idx], what)
 
     def _count_restarts(self, held: list[tuple[int | None, str | None, int]]) -> None:
         for i, (_, _, pid) in enumerate(held):
@@ -67,11 +78,28 @@ class RolloutPool:
         """(version, digest, pid) of every actor."""
         return self._get([a.held.remote() for a in self.actors], "actor state")
 
-    def resync_restarted(self) -> int:
-        """Re-sync actors that lost their version (restarted by Ray); -> how many."""
+    def adopt(self, version: int, digest: str) -> None:
+        """Another rank synced the actors to ``(version, digest)``: generate at it (every learner
+        rank holds the same weights, so a re-sync from this rank sends the same digest)."""
+        if version != self.version:
+            self.version, self.digest, self._state_ref = version, digest, None
+
+    def resync_restarted(self, state_fn=None) -> int:
+        """Re-sync actors that lost their version (restarted by Ray); -> how many. ``state_fn``
+        gives this rank's adapter state when it has not published one itself."""
+        import ray
+
         held = self._wait_alive()
         stale = [i for i, (v, d, _) in enumerate(held) if (v, d) != (self.version, self.digest)]
         if stale and self.version is not None:
+            if self._state_ref is None:
+                if state_fn is None:
+                    raise WeightSyncError(f"rollout actors {stale} lost version {self.version} and this rank "
+                                          "has no adapter state to re-sync them")
+                state = state_fn()
+                if state_digest(state) != self.digest:
+                    raise WeightSyncError(f"this rank's adapter does not hash to version {self.version}'s digest")
+                self._state_ref = ray.put(state)
             self.sync(self.version, {}, only=stale)
         return len(stale)
 
@@ -88,7 +116,7 @@ class RolloutPool:
                 time.sleep(0.5)
 
     def generate(self, items: list[dict[str, Any]], num_samples: int, sampling: SamplingConfig,
-                 seed: int) -> tuple[Completions, list[int]]:
+                 seed: int, state_fn=None) -> tuple[Completions, list[int]]:
         """``num_samples`` completions per item, the items split over the actors; -> (completions,
         the version each completion was generated at)."""
         from ray.exceptions import RayActorError
@@ -97,7 +125,7 @@ class RolloutPool:
             return self._generate(items, num_samples, sampling, seed)
         except (RayActorError, StaleVersionError) as e:
             print(f"[framecall] rollout failed ({type(e).__name__}: {str(e)[:200]}); re-syncing and retrying once")
-            self.resync_restarted()
+            self.resync_restarted(state_fn)
             return self._generate(items, num_samples, sampling, seed)
 
     def _generate(self, items, num_samples, sampling, seed) -> tuple[Completions, list[int]]:

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import functools
 import random
 from typing import Any
 
@@ -59,16 +60,18 @@ def grpo_step(ctx: dict[str, Any], items: list[dict[str, Any]]) -> dict[str, flo
     """One GRPO step on ``items`` (this worker's prompts); -> metrics. ``ctx`` holds the learner."""
     cfg, timer, pool, backbone = ctx["cfg"].grpo, ctx["timer"], ctx["pool"], ctx["backbone"]
     g = cfg.num_generations
+    state_fn = functools.partial(adapter_state, backbone)
     with timer.phase("sync"):
         sync_s = 0.0
         if ctx["rank"] == 0 and pool.version != ctx["version"]:
-            sync_s = pool.sync(ctx["version"], adapter_state(backbone))
+            sync_s = pool.sync(ctx["version"], state_fn())
         elif ctx["rank"] == 0:
-            pool.resync_restarted()
-        _broadcast(None, ctx["world"])  # every rank waits until the actors hold this version
+            pool.resync_restarted(state_fn)
+        # every rank waits until the actors hold this version, then generates at it
+        pool.adopt(*_broadcast((pool.version, pool.digest), ctx["world"]))
     with timer.phase("gen"):
         seed = cfg.seed + 100003 * ctx["version"] + 17 * ctx["rank"]
-        done, versions = pool.generate(items, g, ctx["sampling"], seed)
+        done, versions = pool.generate(items, g, ctx["sampling"], seed, state_fn)
     if set(versions) != {ctx["version"]}:
         raise RuntimeError(f"completions from versions {sorted(set(versions))} in a step at version {ctx['version']}")
     with timer.phase("reward"):
