@@ -23,3 +23,24 @@ def test_from_pretrained_localize_and_align(tmp_path):
                                        decoder="posterior_mode")
     with pytest.raises(CheckpointError, match="no manifest.json"):
         FrameLocalizer.from_pretrained(tmp_path / "missing")
+
+
+@pytest.mark.parametrize("head,tasks,question,n,task,error", [
+    ("poisson", ["words"], " ", 1, None, "question: question is empty"),
+    ("poisson", ["words"], "When does the 1st occurrence of the word 'a' occur?", 0, None, "num_events must be >= 1"),
+    ("binary", ["words"], "When does the 1st occurrence of the word 'a' occur?", None, None, "give num_events"),
+    ("poisson", ["words"], "What is the capital of France?", 1, None, "question type not recognised"),
+    ("poisson", ["events"], "When does the 1st occurrence of the word 'a' occur?", 1, None, "not trained for 'words'"),
+])
+def test_domain_checks_name_the_field(head, tasks, question, n, task, error):
+    from framecall.inference import QueryError, check_query
+
+    with pytest.raises(QueryError, match=error):
+        check_query(head, tasks, question, n, task)
+
+
+def test_domain_checks_pass_a_good_query():
+    from framecall.inference import check_query
+
+    assert check_query("poisson", ["words"], "When does the 2nd occurrence of the word 'much' occur?", None) == "words"
+    assert check_query("binary", [], "anything at all", 3, max_events=5) is None

@@ -67,6 +67,36 @@ def stitch(curves: list[torch.Tensor], offsets: list[int]) -> torch.Tensor:
     return out
 
 
+class QueryError(ValueError):
+    """A question this model cannot answer; ``field`` names the query field at fault."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field, self.message = field, message
+
+
+def check_query(head: str, tasks: list[str], question: str, num_events: int | None, task: str | None = None,
+                max_events: int | None = None) -> str | None:
+    """The domain checks every caller gets (Serve maps them to 422): a non-empty question of a
+    type the model was trained on, a count in range, a count given when a binary head needs one.
+    -> the question's task (None when the model lists no tasks and the type is not recognised)."""
+    from framecall.prompts import task_of
+
+    if not question.strip():
+        raise QueryError("question", "question is empty")
+    if num_events is not None and not 1 <= num_events <= (max_events or num_events):
+        allowed = f"in 1..{max_events}" if max_events else ">= 1"
+        raise QueryError("num_events", f"num_events must be {allowed}, got {num_events}")
+    if num_events is None and head != "poisson":
+        raise QueryError("num_events", "this model has a binary head: give num_events")
+    task = task or task_of(question)[0]
+    if tasks and task is None:
+        raise QueryError("question", f"question type not recognised; give 'task', one of {tasks}")
+    if tasks and task not in tasks:
+        raise QueryError("task", f"this model was not trained for {task!r} questions; it answers {tasks}")
+    return task
+
+
 class FrameLocalizer:
     """A frame-head checkpoint answering batches of queries (featurize, forward, stitch long audio, decode).
 
@@ -148,9 +178,11 @@ class FrameLocalizer:
             results.append(result)
         return results
 
-    def localize(self, samples: np.ndarray, question: str, num_events: int | None = None) -> dict[str, Any]:
-        """One recording (float32 [N], 16 kHz mono) and one question -> {times_s, num_events, ...}."""
-        return self.predict([Query(samples, question, num_events)])[0]
+    def localize(self, samples: np.ndarray, question: str, num_events: int | None = None,
+                 task: str | None = None) -> dict[str, Any]:
+        """One recording (float32 [N], 16 kHz mono) and one question -> {times_s, num_events, task, ...}."""
+        task = check_query(self.head, self.tasks, question, num_events, task)
+        return {**self.predict([Query(samples, question, num_events)])[0], "task": task}
 
     def align(self, samples: np.ndarray, transcript: str) -> list[dict[str, Any]]:
         """Word start and end times of ``transcript`` in ``samples``."""

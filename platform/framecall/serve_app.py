@@ -29,9 +29,10 @@ from ray.serve.exceptions import BackPressureError
 
 from framecall.audio.io import AudioError, AudioTooLongError, decode_audio
 from framecall.config import from_dict, to_dict
+from framecall.inference import QueryError, check_query
 from framecall.serving import (
     OUTPUT_FORMATS, Query, ServeSettings, align_words, alignment_query, engine_for, format_alignment,
-    question_task, transcript_words,
+    transcript_words,
 )
 
 API_KEY_HEADER = "X-API-Key"
@@ -229,21 +230,11 @@ class Ingress:
                                                  f"{self.settings.max_questions}")
         checked = []
         for i, q in enumerate(parsed.questions):
-            field = f"questions.{i}"
-            if not q.question.strip():
-                raise RequestError(422, f"{field}.question", "question is empty")
-            if q.num_events is not None and not 1 <= q.num_events <= self.settings.max_events:
-                raise RequestError(422, f"{field}.num_events",
-                                   f"num_events must be in 1..{self.settings.max_events}, got {q.num_events}")
-            if q.num_events is None and info["head"] != "poisson":
-                raise RequestError(422, f"{field}.num_events", "this model has a binary head: give num_events")
-            task = q.task or question_task(q.question)
-            if info["tasks"] and task is None:
-                raise RequestError(422, f"{field}.question", "question type not recognised; give 'task', one of "
-                                                             f"{info['tasks']}")
-            if info["tasks"] and task not in info["tasks"]:
-                raise RequestError(422, f"{field}.task", f"this model was not trained for {task!r} questions; "
-                                                         f"it answers {info['tasks']}")
+            try:
+                task = check_query(info["head"], info["tasks"], q.question, q.num_events, q.task,
+                                   max_events=self.settings.max_events)
+            except QueryError as e:
+                raise RequestError(422, f"questions.{i}.{e.field}", e.message) from None
             checked.append((q, task))
         samples = self._decode(audio, source)
         results = await self._ask([Query(samples, q.question, q.num_events, parsed.return_curve) for q, _ in checked])
