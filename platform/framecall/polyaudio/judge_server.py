@@ -29,9 +29,12 @@ class ChatJudgeServer:
 
         from framecall.models.tiny import TINY_PRESETS, ensure_tiny
 
+        from framecall.runtime import choose_device
+
+        plan = choose_device()
         path = str(ensure_tiny(model)) if model in TINY_PRESETS else model
         self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=plan.dtype).to(plan.device).eval()
         self.name = model
 
     def _prompt(self, messages: list[dict[str, str]]) -> str:
@@ -51,6 +54,7 @@ class ChatJudgeServer:
             return JSONResponse({"error": {"message": "messages must be a non-empty list", "param": "messages"}},
                                 status_code=400)
         ids = self.tokenizer(self._prompt(messages), return_tensors="pt", add_special_tokens=False)["input_ids"]
+        ids = ids.to(self.model.device)
         with torch.no_grad():
             logits = self.model(input_ids=ids).logits[0, -1].float()  # [V]
         logprobs = torch.log_softmax(logits, -1)

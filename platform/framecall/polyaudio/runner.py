@@ -20,8 +20,18 @@ from framecall.polyaudio.bench import judge_item
 from framecall.polyaudio.judges import Judge, RuleJudge, agreement
 
 
-def load_generator(model: str):
-    """A backbone that generates: a framecall checkpoint (its backbone, fine-tuned) or a model name/path."""
+def load_generator(model: str, device: str = "auto", dtype: str = "auto"):
+    """A backbone that generates: a framecall checkpoint (its backbone, fine-tuned; an SFT/GRPO
+    policy with its adapter) or a model name/path, on the device the runtime helper picks."""
+    from framecall.runtime import choose_device
+
+    plan = choose_device(device, dtype)
+    backbone = _load_generator(model, plan.dtype)
+    backbone.model.to(plan.device)
+    return backbone
+
+
+def _load_generator(model: str, dtype: torch.dtype):
     from framecall.models.backbone import load_backbone
 
     if (Path(model) / "manifest.json").is_file() or model.startswith("models:/"):
@@ -32,11 +42,11 @@ def load_generator(model: str):
         if read_manifest(ckpt).stage in ("sft", "grpo"):  # a multi-audio policy: its base + adapter
             from framecall.models.adapters import load_policy_checkpoint
 
-            return load_policy_checkpoint(ckpt)[0]
+            return load_policy_checkpoint(ckpt, dtype=dtype)[0]
         from framecall.models.frame_model import load_frame_model
 
-        return load_frame_model(ckpt)[0].backbone
-    return load_backbone(model)
+        return load_frame_model(ckpt, dtype=dtype)[0].backbone
+    return load_backbone(model, dtype=dtype)
 
 
 class GenerateActor:
