@@ -22,9 +22,11 @@ T = TypeVar("T")
 
 
 class PhaseTimer:
-    def __init__(self, sync_cuda: bool = False) -> None:
+    def __init__(self, sync_cuda: bool = False, data_phase: str = "data") -> None:
         self.sync_cuda = sync_cuda
         """Wait for queued CUDA kernels at each phase boundary, so GPU time lands in its phase."""
+        self.data_phase = data_phase
+        """The phase that waits for input (``time/data_fraction``): ``data``, or GRPO's ``sample``."""
         self._total: dict[str, float] = defaultdict(float)
         self._count: dict[str, int] = defaultdict(int)
 
@@ -64,7 +66,7 @@ class PhaseTimer:
         out = {f"time/{k}": self._total[k] / self._count[k] for k in sorted(self._total)}
         all_s = sum(self._total.values())
         if all_s > 0:
-            out["time/data_fraction"] = self._total.get("data", 0.0) / all_s
+            out["time/data_fraction"] = self._total.get(self.data_phase, 0.0) / all_s
         if reset:
             self._total.clear()
             self._count.clear()

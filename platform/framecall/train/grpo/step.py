@@ -122,7 +122,7 @@ def setup_grpo(config: dict[str, Any]) -> dict[str, Any]:
     state = restore_state(backbone, optimizer, config.get("resume_from")) or {}
     return {"cfg": cfg, "rank": rank, "world": world, "backbone": backbone, "params": params,
             "optimizer": optimizer, "step": int(state.get("step", 0)), "version": int(state.get("version", 0)),
-            "pool": RolloutPool(config["actors"], cfg.grpo.sync_timeout_s), "timer": PhaseTimer(device.type == "cuda"),
+            "pool": RolloutPool(config["actors"], cfg.grpo.sync_timeout_s), "timer": PhaseTimer(device.type == "cuda", data_phase="sample"),
             "sampling": SamplingConfig(cfg.grpo.temperature, cfg.grpo.top_p, cfg.grpo.max_new_tokens),
             "reward_fn": combine_rewards(cfg.grpo.rewards),
             "manifest": from_dict(CheckpointManifest, config["manifest"]),
