@@ -95,6 +95,19 @@ def test_bad_input_fails_before_any_actor(tmp_path, poly_dirs, mlflow_uri):
     make_checkpoint(no_adapter, ["words_all"])
     with pytest.raises(CheckpointError, match="is a 'frame' checkpoint, expected 'sft' or 'grpo'"):
         fit_grpo(_grpo_cfg(tmp_path, no_adapter, poly_dirs["preference"], mlflow_uri))
+    other = tmp_path / "sft_of_another_backbone"
+    other.mkdir()
+    from framecall.models.checkpoint import write_manifest
+    from tests_helpers import tiny_manifest
+
+    write_manifest(other, tiny_manifest(stage="sft", head="tokens", model_type="qwen2_audio", adapter="adapter",
+                                        finetune="lora", lora={"r": 4, "alpha": 8}))
+    with pytest.raises(CheckpointError, match="has a qwen2_audio backbone, expected qwen2_5_omni"):
+        fit_grpo(_grpo_cfg(tmp_path, other, poly_dirs["preference"], mlflow_uri))
+    with pytest.raises(CheckpointError, match="without an adapter"):
+        write_manifest(other, tiny_manifest(stage="sft", head="tokens", adapter="adapter", finetune="lora",
+                                            lora={"r": 4, "alpha": 8}))
+        fit_grpo(_grpo_cfg(tmp_path, other, poly_dirs["preference"], mlflow_uri))
     bad = subprocess.run([sys.executable, "jobs/train_grpo.py", "--policy", "tiny-omni", "grpo.num_generations=1"],
                          cwd=ROOT, capture_output=True, text=True)
     assert bad.returncode == 2 and "num_generations must be >= 2" in bad.stderr

@@ -196,6 +196,8 @@ def policy_base(cfg: GRPOJobConfig, output: Path) -> tuple[str, str | None]:
         resolve_model_path(cfg.policy)  # GRPO only: reference = the base itself
         return cfg.policy, None
     manifest = read_manifest(policy).check(policy, stage=("sft", "grpo"))
+    # the adapter was trained on this kind of backbone: one of another kind would not load into it
+    manifest.check(policy, model_type=backbone_spec(manifest.backbone).model_type)
     digest = adapter_digest(policy, manifest)
     merged = output / "merged_base"
     if digest in merged_digests(merged):  # a resumed run: merged already, do not merge twice
