@@ -16,3 +16,11 @@ def test_ruff_is_clean():
            "platform", "jobs", "serve", "tests", "benchmarks"]
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, f"ruff check found problems:\n{out.stdout}{out.stderr}"
+
+
+@pytest.mark.skipif(importlib.util.find_spec("mypy") is None, reason="mypy is not installed (pip install -e '.[test]')")
+def test_mypy_is_clean_on_the_library():
+    """The type check on platform/ at the strictness in [tool.mypy] (attribute, name, import and call errors)."""
+    cmd = [sys.executable, "-m", "mypy", "--no-incremental", "platform/framecall"]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, f"mypy found problems:\n{out.stdout}{out.stderr}"

@@ -18,7 +18,7 @@ import binascii
 import json
 import os
 import secrets
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -44,16 +44,21 @@ class QuestionIn(BaseModel):
     task: str | None = Field(None, description="words | words_all | speakers | events; absent: from the question")
 
 
-class LocalizeIn(BaseModel):
+class AudioIn(BaseModel):
     audio_b64: str = Field(description="wav/flac/ogg bytes, base64")
+
+
+class LocalizeIn(AudioIn):
     questions: list[QuestionIn]
     return_curve: bool = False
 
 
-class AlignIn(BaseModel):
-    audio_b64: str
+class AlignIn(AudioIn):
     transcript: str
     format: str = "json"
+
+
+M = TypeVar("M", bound=AudioIn)
 
 
 class RequestError(Exception):
@@ -80,9 +85,10 @@ class FrameModelServer:
         if unknown:
             raise ValueError(f"unknown user_config keys {sorted(unknown)}")
         if "max_batch_size" in config:
-            self.localize.set_max_batch_size(int(config["max_batch_size"]))
+            self.localize.set_max_batch_size(int(config["max_batch_size"]))  # type: ignore[attr-defined]
         if "batch_wait_timeout_s" in config:
-            self.localize.set_batch_wait_timeout_s(float(config["batch_wait_timeout_s"]))
+            self.localize.set_batch_wait_timeout_s(  # type: ignore[attr-defined]
+                float(config["batch_wait_timeout_s"]))
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
     async def localize(self, queries: list[Query]) -> list[dict[str, Any]]:
@@ -140,7 +146,7 @@ class Ingress:
             raise RequestError(413, "body", f"request is {len(body)} bytes, over the limit of {limit}")
         return body
 
-    async def _parse(self, request: Request, model_cls: type[BaseModel], body: bytes) -> tuple[BaseModel, bytes, str]:
+    async def _parse(self, request: Request, model_cls: type[M], body: bytes) -> tuple[M, bytes, str]:
         """JSON (audio base64) or multipart (file ``audio`` + the other fields; ``questions`` as JSON)."""
         ctype = request.headers.get("content-type", "")
         if ctype.startswith("multipart/form-data"):
@@ -287,7 +293,8 @@ def build_app(args: dict[str, Any]):
     """Application builder (``import_path: framecall.serve_app:build_app``); ``args`` = ServeSettings."""
     settings = from_dict(ServeSettings, args)
     plain = to_dict(settings)
-    model = FrameModelServer.options(
+    # serve.deployment adds .options/.bind, which the type checker cannot see
+    model = FrameModelServer.options(  # type: ignore[attr-defined]
         max_ongoing_requests=settings.max_ongoing_requests, max_queued_requests=settings.max_queued_requests,
         user_config={"max_batch_size": settings.max_batch_size, "batch_wait_timeout_s": settings.batch_wait_timeout_s},
     ).bind(plain)
@@ -301,7 +308,7 @@ def build_app(args: dict[str, Any]):
         # replica, which otherwise sees only its node's environment
         options["ray_actor_options"] = {
             "num_cpus": 0.5, "runtime_env": {"env_vars": {settings.api_key_env: os.environ[settings.api_key_env]}}}
-    return Ingress.options(**options).bind(model, plain)
+    return Ingress.options(**options).bind(model, plain)  # type: ignore[attr-defined]
 
 
 __all__ = ["build_app", "app", "FrameModelServer", "Ingress"]

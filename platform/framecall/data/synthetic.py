@@ -208,8 +208,8 @@ def _gen_events(rng: np.random.Generator, cfg: SynthConfig) -> dict[str, Any]:
     duration = _duration(rng, cfg)
     classes = list(rng.choice(sorted(EVENT_GENERATORS), size=3, replace=False))
     m = int(rng.integers(2, cfg.max_events + 1))
-    sounds = [(str(rng.choice(classes)), None) for _ in range(m)]
-    sounds = [(label, make_event(label, rng, SR) * float(rng.uniform(0.4, 1.0))) for label, _ in sounds]
+    labels = [str(rng.choice(classes)) for _ in range(m)]
+    sounds = [(label, make_event(label, rng, SR) * float(rng.uniform(0.4, 1.0))) for label in labels]
     # sequential placement, random gaps, no overlap: every onset is exact and audible
     total = sum(s.size for _, s in sounds) / SR
     free = duration - total - 0.05

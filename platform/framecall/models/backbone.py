@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -292,7 +292,7 @@ def load_backbone(model: str, dtype: torch.dtype | None = None,
 
     path = resolve_model_path(model)
     config = _load_config(path)
-    classes = {"qwen2_5_omni_thinker": Qwen2_5OmniThinkerForConditionalGeneration,
+    classes: dict[str, Any] = {"qwen2_5_omni_thinker": Qwen2_5OmniThinkerForConditionalGeneration,
                "qwen2_audio": Qwen2AudioForConditionalGeneration}
     hf_logging.disable_progress_bar()
     lm = classes[config.model_type].from_pretrained(path, config=config, dtype=dtype or torch.float32)

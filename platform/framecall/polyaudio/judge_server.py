@@ -88,4 +88,4 @@ class ChatJudgeServer:
 
 
 def build_judge_app(args: dict[str, Any]):
-    return ChatJudgeServer.bind(args.get("model", "tiny-judge"))
+    return ChatJudgeServer.bind(args.get("model", "tiny-judge"))  # type: ignore[attr-defined]

@@ -12,6 +12,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from framecall.config import to_dict
 from framecall.data.shards import list_shards, manifest_checksum, read_manifest as read_data_manifest
@@ -66,7 +67,7 @@ def ensure_data(cfg: TrainJobConfig) -> list[Path]:
     return [data_dir]
 
 
-def mix_datasets(parts: list[tuple[object, float]], seed: int):
+def mix_datasets(parts: list[tuple[Any, float]], seed: int):
     """Weighted mixture of Ray Datasets: round(N * w / sum(w)) rows from each (N = all rows),
     a source repeated when it has fewer, then one global shuffle so batches mix tasks."""
     if len(parts) == 1:

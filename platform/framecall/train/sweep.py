@@ -370,7 +370,7 @@ def _close_children(tracking_uri: str, parent: str, best: TrialSummary, trials: 
 
 def sweep_table(trials: list[TrialSummary], sweep: SweepSection, base: TrainJobConfig) -> str:
     keys = list(sweep.space) + [k for k in sweep.baseline if k not in sweep.space]
-    outputs = list(dict.fromkeys(c for t in trials for c in t.get("outputs", {})))
+    outputs = list(dict.fromkeys(c for t in trials for c in t.outputs))
     max_evals = _max_evaluations(base)
     lines = ["| " + " | ".join([*keys, sweep.metric, *outputs, "evaluations", "status"]) + " |",
              "|" + "---|" * (len(keys) + len(outputs) + 3)]
@@ -378,6 +378,6 @@ def sweep_table(trials: list[TrialSummary], sweep: SweepSection, base: TrainJobC
         status = "error" if t.error else ("stopped early (ASHA)" if t.evaluations < max_evals else "finished")
         cells = [f"{t.point.get(k):.4g}" if isinstance(t.point.get(k), float) else str(t.point.get(k))
                  for k in keys]
-        values = [f"{t.get('outputs', {})[c]:.4f}" if c in t.get("outputs", {}) else "-" for c in outputs]
+        values = [f"{t.outputs[c]:.4f}" if c in t.outputs else "-" for c in outputs]
         lines.append("| " + " | ".join([*cells, f"{t.metric:.4f}", *values, str(t.evaluations), status]) + " |")
     return "\n".join(lines)

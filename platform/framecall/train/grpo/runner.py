@@ -213,9 +213,9 @@ def start_rollout_actors(cfg: GRPOJobConfig, base: str) -> list[Any]:
     from framecall.train.grpo.rollout import PolicySpec, RolloutActor
 
     spec = PolicySpec(backbone=base, lora=to_dict(lora_spec_of(cfg)), dtype=cfg.lora.dtype, seed=cfg.grpo.seed)
-    remote = ray.remote(RolloutActor).options(num_cpus=cfg.rollout.cpus_per_actor,
-                                              num_gpus=cfg.rollout.gpus_per_actor,
-                                              max_restarts=cfg.rollout.max_restarts, max_task_retries=0)
+    options = {"num_cpus": cfg.rollout.cpus_per_actor, "num_gpus": cfg.rollout.gpus_per_actor,
+               "max_restarts": cfg.rollout.max_restarts, "max_task_retries": 0}
+    remote: Any = ray.remote(RolloutActor).options(**options)  # type: ignore[attr-defined]
     actors = [remote.remote(spec) for _ in range(cfg.rollout.num_actors)]
     ray.get([a.held.remote() for a in actors])  # constructed, or the error now
     return actors
