@@ -11,7 +11,6 @@ writer never leaves a half-written ``shard-*.parquet`` for a reader to pick up.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -23,6 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from framecall.data.schema import SCHEMA_VERSION, SHARD_SCHEMA, ShardSchemaError, check_row, check_schema
+from framecall.models.checkpoint import file_sha256
 
 MANIFEST_NAME = "_manifest.json"
 SHARD_GLOB = "shard-*.parquet"
@@ -32,12 +32,7 @@ class ShardDirectoryError(FileNotFoundError):
     """A shard directory is missing, empty, or disagrees with its manifest."""
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+_sha256 = file_sha256
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:

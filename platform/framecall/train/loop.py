@@ -29,6 +29,7 @@ from framecall.models.frame_model import FrameModel, build_frame_model, save_wei
 from framecall.runtime import resolve_dtype
 from framecall.train.config import TrainJobConfig
 from framecall.train.evaluation import flat_metrics, predict_batch, score_records, usable_decoders
+from framecall.train.distributed import broadcast_object, gather_objects
 from framecall.train.phases import PhaseTimer
 
 __all__ = ["TRAINING_STATE", "lr_lambda", "training_losses", "train_loop_per_worker"]
@@ -44,26 +45,6 @@ def lr_lambda(warmup: int, total: int):
         return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
 
     return f
-
-
-def _gather(obj: Any, world: int) -> list[Any]:
-    if world == 1:
-        return [obj]
-    import torch.distributed as dist
-
-    out: list[Any] = [None] * world
-    dist.all_gather_object(out, obj)
-    return out
-
-
-def _broadcast(obj: Any, world: int) -> Any:
-    if world == 1:
-        return obj
-    import torch.distributed as dist
-
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
 
 
 def _unwrap(model) -> FrameModel:
@@ -218,7 +199,7 @@ def evaluate(w: Worker, val_shard, decoders: list[str]) -> tuple[dict, list[dict
         if len(records) >= limit:
             break
     w.model.train()
-    all_records = [r for part in _gather(records, w.world) for r in part]
+    all_records = [r for part in gather_objects(records, w.world) for r in part]
     return score_records(all_records, decoders), figure_items
 
 
@@ -264,7 +245,7 @@ def evaluate_and_save(w: Worker, val_shard, decoders: list[str], select_metric: 
         w.best, w.stale = value, 0
     else:
         w.stale += 1
-    stop = _broadcast(w.cfg.train.patience > 0 and w.stale >= w.cfg.train.patience, w.world)
+    stop = broadcast_object(w.cfg.train.patience > 0 and w.stale >= w.cfg.train.patience, w.world)
     with w.timer.phase("checkpoint"):
         save_and_report(w, metrics, tasks, figure_items)
     return stop

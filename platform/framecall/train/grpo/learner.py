@@ -50,16 +50,6 @@ def _allreduce_grads(params: list[torch.nn.Parameter], world: int) -> None:
         p.grad = grad / world
 
 
-def _broadcast(obj: Any, world: int) -> Any:
-    if world == 1:
-        return obj
-    import torch.distributed as dist
-
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
 def target_ids(backbone, items: list[dict[str, Any]]) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-padded answer tokens (+ end of turn): ids [N, Lc], mask [N, Lc] bool."""
     tok = backbone.tokenizer

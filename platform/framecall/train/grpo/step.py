@@ -24,8 +24,9 @@ from framecall.config import from_dict
 from framecall.models.checkpoint import CheckpointManifest
 from framecall.train.grpo.algos import get_advantage, grpo_objective, masked_mean, zero_std_group_fraction
 from framecall.train.grpo.data import iterate_items, prompt_inputs
-from framecall.train.grpo.learner import (_allreduce_grads, _broadcast, _context, build_learner, lora_spec,
-                                          report_checkpoint, restore_state)
+from framecall.train.distributed import broadcast_object
+from framecall.train.grpo.learner import (_allreduce_grads, _context, build_learner, lora_spec, report_checkpoint,
+                                          restore_state)
 from framecall.train.grpo.policy import SamplingConfig, adapter_state, completion_logprobs
 from framecall.train.grpo.pool import RolloutPool
 from framecall.train.grpo.rewards import combine_rewards
@@ -68,7 +69,7 @@ def grpo_step(ctx: dict[str, Any], items: list[dict[str, Any]]) -> dict[str, flo
         elif ctx["rank"] == 0:
             pool.resync_restarted(state_fn)
         # every rank waits until the actors hold this version, then generates at it
-        pool.adopt(*_broadcast((pool.version, pool.digest), ctx["world"]))
+        pool.adopt(*broadcast_object((pool.version, pool.digest), ctx["world"]))
     with timer.phase("gen"):
         seed = cfg.seed + 100003 * ctx["version"] + 17 * ctx["rank"]
         done, versions = pool.generate(items, g, ctx["sampling"], seed, state_fn)
