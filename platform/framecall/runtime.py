@@ -45,14 +45,23 @@ def choose_device(device: str | torch.device | None = "auto", dtype: str = "auto
     return DevicePlan(chosen, resolve_dtype(dtype, chosen), "nccl" if chosen.type == "cuda" else "gloo")
 
 
-def init_ray(address: str | None = None, **kwargs: Any) -> None:
+def init_ray(address: str | None = None, min_cpus: float | None = None, **kwargs: Any) -> None:
     """Start (or join, with ``address``) Ray for a job, unless this process already did.
 
+    ``min_cpus``: what the job's actors and workers hold at once. A local Ray started here gets at
+    least that many logical CPUs (more than the cores: on 2 cores, 2 workers x 1 CPU plus Train's
+    controller and Ray Data's tasks would otherwise wait forever for each other).
     The dashboard stays on: it serves the State API, which Ray Train's placement-group cleaner
     needs; without it the worker group of a run whose controller was killed (a trial Tune
     stopped) keeps its CPUs forever.
     """
+    import math
+    import os
+
     import ray
 
-    if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=True, configure_logging=False, **kwargs)
+    if ray.is_initialized():
+        return
+    if address is None and min_cpus is not None and "num_cpus" not in kwargs:
+        kwargs["num_cpus"] = max(os.cpu_count() or 1, math.ceil(min_cpus))
+    ray.init(address=address, include_dashboard=True, configure_logging=False, **kwargs)

@@ -95,7 +95,8 @@ def latest_checkpoint(output: Path) -> Path | None:
     return best
 
 
-def _use_gpu(setting: str) -> bool:
+def use_gpu(setting: str) -> bool:
+    """ray.use_gpu: true | false | auto (when the cluster has GPUs)."""
     import ray
 
     if setting == "true":
@@ -198,7 +199,7 @@ def fit(cfg: TrainJobConfig, callbacks: list | None = None, run_tags: dict[str, 
     select_metric = select_metric_name(tasks, cfg.train.select_metric)
 
     init_ray(cfg.ray.address)
-    use_gpu = _use_gpu(cfg.ray.use_gpu)
+    gpus = use_gpu(cfg.ray.use_gpu)
 
     if datasets is None:
         datasets = prepare_datasets(cfg, data_dirs, data_manifests)
@@ -222,7 +223,7 @@ def fit(cfg: TrainJobConfig, callbacks: list | None = None, run_tags: dict[str, 
                            "manifest": to_dict(base_manifest), "select_metric": select_metric, "tasks": tasks,
                            # Train V2 deprecates resume_from_checkpoint: the loop loads this itself
                            "resume_from": str(resume_from) if resume_from else None},
-        scaling_config=ScalingConfig(num_workers=cfg.ray.num_workers, use_gpu=use_gpu,
+        scaling_config=ScalingConfig(num_workers=cfg.ray.num_workers, use_gpu=gpus,
                                      resources_per_worker={"CPU": cfg.ray.cpus_per_worker}),
         run_config=RunConfig(
             name=f"run-{int(time.time())}", storage_path=str(output / "ray"),

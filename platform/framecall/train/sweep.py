@@ -214,7 +214,9 @@ def run_sweep(base_cfg: TrainJobConfig, sweep: SweepSection, output: str | Path,
     output.mkdir(parents=True, exist_ok=True)
     tracking_uri = base_cfg.mlflow.tracking_uri or tracking.default_tracking_uri(output)
     state_file = output / "sweep_state.json"
-    init_ray(base_cfg.ray.address, **_local_ray_kwargs(base_cfg, sweep))  # with the dashboard: Tune stops trials (see init_ray)
+    # each trial holds a CPU besides its workers
+    init_ray(base_cfg.ray.address, min_cpus=sweep.max_concurrent_trials
+             * (base_cfg.ray.num_workers * base_cfg.ray.cpus_per_worker + 1))  # with the dashboard: Tune stops trials (see init_ray)
     # featurize once, here: every trial trains on the same rows (with data.cache_features=false,
     # for corpora larger than the object store, each trial streams the same lazy pipeline instead)
     datasets = prepare_datasets(base_cfg, data_dirs, data_manifests)
@@ -258,21 +260,6 @@ def run_sweep(base_cfg: TrainJobConfig, sweep: SweepSection, output: str | Path,
     logger.finish()
     (output / "sweep_table.md").write_text(table + "\n")
     return SweepResult(best.point, best.metric, config_path, parent, trials, table, time.time() - t0)
-
-
-def _local_ray_kwargs(base_cfg: TrainJobConfig, sweep: SweepSection) -> dict[str, Any]:
-    """A local Ray: each trial holds a CPU besides its workers, so on a 2-core machine 2 workers
-    x 1 CPU would never fit; count the trials' needs in logical CPUs."""
-    import math
-    import os
-
-    import ray
-
-    if base_cfg.ray.address is not None or ray.is_initialized():
-        return {}
-    workers = base_cfg.ray.num_workers * base_cfg.ray.cpus_per_worker
-    need = sweep.max_concurrent_trials * (workers + 1)
-    return {"num_cpus": max(os.cpu_count() or 1, math.ceil(need))}
 
 
 def _make_tuner(trainable, sweep: SweepSection, base_cfg: TrainJobConfig, path: Path, resume: bool):

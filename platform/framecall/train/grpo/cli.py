@@ -19,6 +19,19 @@ def _parser(doc: str) -> argparse.ArgumentParser:
     return p
 
 
+def _run(p: argparse.ArgumentParser, args: argparse.Namespace, cls: type, flags: dict, fit, stage: str) -> None:
+    """Shared flags, then ``fit`` of the built config; a config error exits with argparse's 2."""
+    flags = {"data.data_dir": args.data, "ray.num_workers": args.num_workers, "output": args.output,
+             "resume": args.resume, **flags}
+    try:
+        cfg = build_config(cls, args.config, flags, args.overrides)
+    except (ConfigError, ValueError) as e:
+        p.error(str(e))
+    result = fit(cfg)
+    print(f"{stage} adapter: {result.best_checkpoint}  MLflow run {result.run_id} ({result.tracking_uri})"
+          f"  registered {result.registered_model}  {result.wall_s:.0f} s")
+
+
 def sft_main(argv: list[str] | None = None, doc: str = "") -> None:
     from framecall.train.grpo.config import SFTJobConfig
     from framecall.train.grpo.runner import fit_sft
@@ -26,15 +39,7 @@ def sft_main(argv: list[str] | None = None, doc: str = "") -> None:
     p = _parser(doc)
     p.add_argument("--model", help="backbone: tiny-omni | tiny-qwen2-audio | a local model path")
     args = p.parse_args(argv)
-    flags = {"data.data_dir": args.data, "base": args.model, "train.max_steps": args.max_steps,
-             "ray.num_workers": args.num_workers, "output": args.output, "resume": args.resume}
-    try:
-        cfg = build_config(SFTJobConfig, args.config, flags, args.overrides)
-    except (ConfigError, ValueError) as e:
-        p.error(str(e))
-    result = fit_sft(cfg)
-    print(f"SFT adapter: {result.best_checkpoint}  MLflow run {result.run_id} ({result.tracking_uri})"
-          f"  registered {result.registered_model}  {result.wall_s:.0f} s")
+    _run(p, args, SFTJobConfig, {"base": args.model, "train.max_steps": args.max_steps}, fit_sft, "SFT")
 
 
 def grpo_main(argv: list[str] | None = None, doc: str = "") -> None:
@@ -45,13 +50,5 @@ def grpo_main(argv: list[str] | None = None, doc: str = "") -> None:
     p.add_argument("--policy", help="SFT checkpoint (its adapter is merged once) or a backbone (GRPO only)")
     p.add_argument("--rollout-actors", type=int, help="rollout actors (separate from the learner workers)")
     args = p.parse_args(argv)
-    flags = {"data.data_dir": args.data, "policy": args.policy, "grpo.max_steps": args.max_steps,
-             "ray.num_workers": args.num_workers, "output": args.output, "resume": args.resume,
-             "rollout.num_actors": args.rollout_actors}
-    try:
-        cfg = build_config(GRPOJobConfig, args.config, flags, args.overrides)
-    except (ConfigError, ValueError) as e:
-        p.error(str(e))
-    result = fit_grpo(cfg)
-    print(f"GRPO adapter: {result.best_checkpoint}  MLflow run {result.run_id} ({result.tracking_uri})"
-          f"  registered {result.registered_model}  {result.wall_s:.0f} s")
+    _run(p, args, GRPOJobConfig, {"policy": args.policy, "grpo.max_steps": args.max_steps,
+                                  "rollout.num_actors": args.rollout_actors}, fit_grpo, "GRPO")

@@ -93,9 +93,13 @@ def featurize_clips(backbone: QwenAudioBackbone, item: Mapping[str, Any]) -> lis
     return out
 
 
-def prompt_inputs(backbone: QwenAudioBackbone, items: list[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
-    """Left-padded multi-clip prompts of ``items`` (see QwenAudioBackbone.multi_inputs)."""
-    return backbone.multi_inputs([it["prompt"] for it in items], [featurize_clips(backbone, it) for it in items])
+def prompt_inputs(backbone: QwenAudioBackbone, items: list[Mapping[str, Any]],
+                  repeat: int = 1) -> dict[str, torch.Tensor]:
+    """Left-padded multi-clip prompts of ``items``, each ``repeat`` times in a row (item-major, as
+    G completions per prompt are laid out); every item's clips are decoded and featurized once."""
+    feats = [featurize_clips(backbone, it) for it in items]
+    return backbone.multi_inputs([it["prompt"] for it in items for _ in range(repeat)],
+                                 [f for f in feats for _ in range(repeat)])
 
 
 def iterate_items(dataset, batch_size: int, seed: int) -> Iterator[list[dict[str, Any]]]:

@@ -91,9 +91,9 @@ def report_checkpoint(rank: int, backbone, manifest: CheckpointManifest, state: 
 def restore_state(backbone, optimizer, resume_from: str | None) -> dict[str, Any] | None:
     """Ray's latest checkpoint after a worker restart, else ``--resume``'s directory."""
     import ray.train
-    from safetensors.torch import load_file
 
-    from framecall.models.checkpoint import read_manifest, verify_weights
+    from framecall.models.adapters import ADAPTER_WEIGHTS
+    from framecall.models.checkpoint import load_weights, read_manifest
     from framecall.train.grpo.policy import load_adapter_state
 
     resumed = ray.train.get_checkpoint()
@@ -102,9 +102,8 @@ def restore_state(backbone, optimizer, resume_from: str | None) -> dict[str, Any
     if resumed is None:
         return None
     with resumed.as_directory() as d:
-        verify_weights(d, read_manifest(d))
+        adapter = load_weights(d, read_manifest(d), ADAPTER_WEIGHTS)
         state = torch.load(Path(d) / TRAINING_STATE, weights_only=True, map_location="cpu")
-        adapter = load_file(str(Path(d) / ADAPTER_DIR / "adapter_model.safetensors"))
     load_adapter_state(backbone, adapter, state.get("version", -1))
     optimizer.load_state_dict(state["optimizer"])
     return state

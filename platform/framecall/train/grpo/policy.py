@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from framecall.models.adapters import attach_lora, hf_model, load_adapter_dir, merge_adapter_dir  # noqa: F401
+from framecall.models.adapters import attach_lora, hf_model  # noqa: F401  (attach_lora: the policy API)
 from framecall.models.backbone import QwenAudioBackbone
 from framecall.train.grpo.algos import token_logprobs
 

@@ -61,12 +61,15 @@ class RolloutPool:
         restarts it), counted, and sent the snapshot once more."""
         from ray.exceptions import RayActorError
 
-        what = f"weight sync of version {version}"
+        def send() -> list[tuple[int, str]]:
+            refs = [self.actors[i].sync.remote(version, self.digest, self._state_ref) for i in idx]
+            return self._get(refs, f"weight sync of version {version}")
+
         try:
-            return self._get([self.actors[i].sync.remote(version, self.digest, self._state_ref) for i in idx], what)
+            return send()
         except RayActorError:
             self._count_restarts(self._wait_alive())
-            return self._get([self.actors[i].sync.remote(version, self.digest, self._state_ref) for i in idx], what)
+            return send()
 
     def _count_restarts(self, held: list[tuple[int | None, str | None, int]]) -> None:
         for i, (_, _, pid) in enumerate(held):

@@ -72,8 +72,7 @@ class HFRolloutEngine:
         from framecall.train.grpo.data import prompt_inputs
         from framecall.train.grpo.policy import sample
 
-        repeated = [item for item in items for _ in range(num_samples)]
-        return sample(self.backbone, prompt_inputs(self.backbone, repeated), sampling, seed)
+        return sample(self.backbone, prompt_inputs(self.backbone, items, repeat=num_samples), sampling, seed)
 
 
 class RolloutActor:

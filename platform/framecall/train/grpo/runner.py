@@ -55,24 +55,14 @@ def ensure_poly_data(data: MultiDataSection) -> Path:
     return data_dir
 
 
-def latest_stage_checkpoint(output: Path) -> Path | None:
-    best, best_step = None, -1
-    for path in (output / "ray").glob(f"**/{MANIFEST}"):
-        try:
-            step = read_manifest(path.parent).global_step
-        except CheckpointError:
-            continue
-        if step > best_step:
-            best, best_step = path.parent, step
-    return best
-
-
 def start_or_resume(cfg: Any, output: Path, stage: str, tags: dict[str, str]) -> tuple[str, str, Path | None]:
     """-> (tracking URI, MLflow run id, checkpoint to resume from): --resume continues the same run."""
     tracking_uri = cfg.mlflow.tracking_uri or tracking.default_tracking_uri(output)
     resume_from = None
     if cfg.resume:
-        resume_from = latest_stage_checkpoint(output)
+        from framecall.train.runner import latest_checkpoint
+
+        resume_from = latest_checkpoint(output)
         if resume_from is None:
             raise CheckpointError(f"--resume: no checkpoint under {output / 'ray'}")
         manifest = read_manifest(resume_from).check(resume_from, stage=stage)
@@ -96,37 +86,25 @@ def stage_manifest(stage: str, backbone: str, lora: LoraSpec, tasks: list[str], 
 
 
 def start_ray(cfg: Any, actors_cpus: float = 0.0) -> None:
-    """Join ``ray.address``, or start a local Ray with logical CPUs for the learner workers, the
-    rollout actors, Train's controller and Ray Data's read tasks (on 2 cores the default count
-    would leave the data pipeline no CPU: the run would wait forever)."""
-    import os
-
-    if cfg.ray.address is not None:
-        init_ray(cfg.ray.address)
-        return
-    need = cfg.ray.num_workers * cfg.ray.cpus_per_worker + actors_cpus + 2
-    init_ray(None, num_cpus=max(os.cpu_count() or 1, int(need + 0.999)))
+    """Join ``ray.address``, or a local Ray sized for the learner workers, the rollout actors, and
+    Train's controller plus Ray Data's read tasks (2 CPUs)."""
+    init_ray(cfg.ray.address, min_cpus=cfg.ray.num_workers * cfg.ray.cpus_per_worker + actors_cpus + 2)
 
 
 def run_trainer(loop, loop_config: dict[str, Any], datasets: dict, cfg: Any, output: Path):
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    use_gpu = cfg.ray.use_gpu == "true" or (cfg.ray.use_gpu == "auto" and _cluster_gpus() > 0)
+    from framecall.train.runner import use_gpu
+
     trainer = TorchTrainer(
         loop, train_loop_config=loop_config, datasets=datasets,
-        scaling_config=ScalingConfig(num_workers=cfg.ray.num_workers, use_gpu=use_gpu,
+        scaling_config=ScalingConfig(num_workers=cfg.ray.num_workers, use_gpu=use_gpu(cfg.ray.use_gpu),
                                      resources_per_worker={"CPU": cfg.ray.cpus_per_worker}),
         run_config=RunConfig(name=f"run-{int(time.time())}", storage_path=str(output / "ray"),
                              checkpoint_config=CheckpointConfig(num_to_keep=cfg.ray.keep_checkpoints),
                              failure_config=FailureConfig(max_failures=cfg.ray.max_failures)))
     return trainer.fit()
-
-
-def _cluster_gpus() -> float:
-    import ray
-
-    return ray.cluster_resources().get("GPU", 0)
 
 
 def finish_stage(result, output: Path, tracking_uri: str, run_id: str, cfg: Any, stage: str,

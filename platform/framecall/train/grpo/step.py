@@ -77,8 +77,7 @@ def grpo_step(ctx: dict[str, Any], items: list[dict[str, Any]]) -> dict[str, flo
         raise RuntimeError(f"completions from versions {sorted(set(versions))} in a step at version {ctx['version']}")
     with timer.phase("reward"):
         rewards, metrics = reward_metrics(items, done.texts, g, ctx["reward_fn"])
-    repeated = [it for it in items for _ in range(g)]
-    prompts = prompt_inputs(backbone, repeated)
+    prompts = prompt_inputs(backbone, items, repeat=g)
     with timer.phase("old_logprob"), torch.no_grad():
         old = completion_logprobs(backbone, prompts, done.ids, done.mask).cpu()
     with timer.phase("ref"), torch.no_grad(), backbone.model.disable_adapter():
