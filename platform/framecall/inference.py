@@ -36,6 +36,7 @@ class Query:
     question: str
     num_events: int | None = None
     return_curve: bool = False
+    max_events: int | None = None  # caps the count a Poisson head estimates when num_events is None
 
 
 def chunk_spans(num_samples: int, window: int | None, overlap: int, align: int) -> list[tuple[int, int]]:
@@ -121,7 +122,8 @@ class FrameLocalizer:
         self.token_samples = int(round(self.grid.frame_s * SAMPLE_RATE))
         self.info = {"name": name, "version": version or f"step-{manifest.global_step}", "head": self.head,
                      "loss": manifest.loss, "decoder": self.decoder, "tasks": self.tasks,
-                     "backbone": manifest.backbone, "git_sha": manifest.git_sha}
+                     "backbone": manifest.backbone, "git_sha": manifest.git_sha,
+                     "unit_s": self.grid.unit_s}
 
     @classmethod
     def from_pretrained(cls, checkpoint: str | Path, device: str | None = None, dtype: str | None = None,
@@ -141,7 +143,8 @@ class FrameLocalizer:
                    **options)
 
     @torch.no_grad()
-    def predict(self, queries: list[Query]) -> list[dict[str, Any]]:
+    def predict(self, queries: list[Query], max_rows: int | None = None) -> list[dict[str, Any]]:
+        """Answer queries; ``max_rows`` caps the rows (question x audio chunk) of one forward pass."""
         rows: list[tuple[int, int]] = []  # (query index, chunk start sample)
         feats, prompts = [], []
         for qi, q in enumerate(queries):
@@ -149,34 +152,46 @@ class FrameLocalizer:
                 rows.append((qi, start))
                 feats.append(log_mel(q.samples[start:end], self.features))
                 prompts.append(q.question)
-        features, feature_mask, token_mask, _ = pad_features(feats, self.model.backbone.tokens_for_frames)
-        batch = {"features": features, "feature_mask": feature_mask, "token_mask": token_mask, "prompts": prompts}
-        scores, mask = self.model(batch)  # [R, T], [R, T]
-        scores = scores.float().cpu()
+        row_curves = self._forward_rows(feats, prompts, max_rows or len(rows))
         per_query: dict[int, tuple[list, list]] = {}
         unit = self.token_samples // self.grid.subframes  # samples per sub-frame
-        for r, (qi, start) in enumerate(rows):
+        for (qi, start), row_curve in zip(rows, row_curves):
             curves, offsets = per_query.setdefault(qi, ([], []))
-            curves.append(scores[r][mask[r].cpu()])
+            curves.append(row_curve)
             offsets.append(start // unit)
-        results = []
-        for qi, q in enumerate(queries):
-            curve = stitch(*per_query[qi])  # [T]
-            estimate = expected_count(curve) if self.head == "poisson" else None
-            n = q.num_events
-            if n is not None:
-                n = min(n, curve.numel())
-            pos = decode(self.decoder, curve, n, head=self.head,
-                         min_separation=self.manifest.nms_min_separation)
-            times = [round(float(t), 4) for t in self.grid.to_seconds(pos)]
-            result = {"times_s": times, "num_events": len(times),
-                      "count_estimate": None if estimate is None else round(estimate, 3),
-                      "chunks": len(per_query[qi][0])}
-            if q.return_curve:
-                result["curve"] = {"unit_s": self.grid.unit_s, "kind": "log_intensity" if self.head == "poisson"
-                                   else "logit", "values": [round(float(v), 5) for v in curve]}
-            results.append(result)
-        return results
+        return [self._answer(q, *per_query[qi]) for qi, q in enumerate(queries)]
+
+    def _forward_rows(self, feats: list[np.ndarray], prompts: list[str], max_rows: int) -> list[torch.Tensor]:
+        """Forward passes of at most ``max_rows`` rows each -> one curve [T_r] per row (padding dropped)."""
+        out: list[torch.Tensor] = []
+        for lo in range(0, len(feats), max_rows):
+            features, feature_mask, token_mask, _ = pad_features(feats[lo:lo + max_rows],
+                                                                 self.model.backbone.tokens_for_frames)
+            batch = {"features": features, "feature_mask": feature_mask, "token_mask": token_mask,
+                     "prompts": prompts[lo:lo + max_rows]}
+            scores, mask = self.model(batch)  # [R, T], [R, T]
+            scores, mask = scores.float().cpu(), mask.cpu()
+            out.extend(scores[r][mask[r]] for r in range(scores.shape[0]))
+        return out
+
+    def _answer(self, q: Query, curves: list[torch.Tensor], offsets: list[int]) -> dict[str, Any]:
+        curve = stitch(curves, offsets)  # [T]
+        if not torch.isfinite(curve).all():  # e.g. audio of absurd amplitude; JSON cannot carry inf/NaN
+            raise ValueError("the model's scores for this audio are not finite")
+        estimate = expected_count(curve) if self.head == "poisson" else None
+        n = q.num_events
+        if n is None and estimate is not None and q.max_events is not None:
+            n = int(round(min(estimate, q.max_events)))
+        if n is not None:
+            n = min(n, curve.numel())
+        pos = decode(self.decoder, curve, n, head=self.head, min_separation=self.manifest.nms_min_separation)
+        times = [round(float(t), 4) for t in self.grid.to_seconds(pos)]
+        result = {"times_s": times, "num_events": len(times),
+                  "count_estimate": None if estimate is None else round(estimate, 3), "chunks": len(curves)}
+        if q.return_curve:
+            result["curve"] = {"unit_s": self.grid.unit_s, "kind": "log_intensity" if self.head == "poisson"
+                               else "logit", "values": [round(float(v), 5) for v in curve]}
+        return result
 
     def localize(self, samples: np.ndarray, question: str, num_events: int | None = None,
                  task: str | None = None) -> dict[str, Any]:
