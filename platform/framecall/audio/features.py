@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from framecall.audio.io import TARGET_SAMPLE_RATE
+from framecall.audio.io import MIN_AUDIO_SECONDS, TARGET_SAMPLE_RATE, AudioTooShortError, min_samples
 
 
 @dataclass(frozen=True)
@@ -52,11 +52,17 @@ def _extractor(params: FeatureParams):
     )
 
 
-def log_mel(samples: np.ndarray, params: FeatureParams = FeatureParams()) -> np.ndarray:
+def log_mel(samples: np.ndarray, params: FeatureParams = FeatureParams(), source: str = "audio") -> np.ndarray:
     """Mono float32 [N] at ``params.sample_rate`` -> log-mel float32 [num_mel_bins, F].
 
-    F = N // hop_length unpadded (see :meth:`FeatureParams.num_frames`).
+    F = N // hop_length unpadded (see :meth:`FeatureParams.num_frames`). A clip shorter than
+    :data:`~framecall.audio.io.MIN_AUDIO_SECONDS` (which would give no audio token, and below
+    n_fft / 2 samples a RuntimeError from the STFT's reflect padding) raises AudioTooShortError
+    naming ``source``.
     """
+    if samples.size < min_samples(params.sample_rate):
+        raise AudioTooShortError(source, f"{samples.size} samples at {params.sample_rate} Hz, shorter than the "
+                                         f"minimum of {MIN_AUDIO_SECONDS * 1000:.0f} ms (one audio token)")
     fe = _extractor(params)
     if params.pad_to_seconds is not None:
         out = fe(samples, sampling_rate=params.sample_rate, padding="max_length", return_tensors="np")

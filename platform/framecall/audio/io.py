@@ -1,13 +1,20 @@
-"""Decode, mix down, resample and validate audio.
+"""Decode, mix down, resample and validate audio, with every size the file claims bounded.
 
 Every failure raises a subclass of :class:`AudioError` whose message starts with the
-source it came from (a file path, or ``shard.parquet row 12 (id=...)``), so a bad item
-in a million-row corpus can be found.
+source it came from (a file path, ``shard.parquet row 12 (id=...)``, or a request field), so a bad
+item in a million-row corpus, or in one request of a batch, can be found.
+
+Nothing a container header says is trusted with memory: the header (rate, channels, declared
+length) is checked against the limits below *before* any sample is read, and the samples are then
+read forward in blocks of :data:`DECODE_BLOCK_FRAMES`, so a file whose header lies (a 132-byte FLAC
+claiming 2^36 samples) or a compression bomb (FLAC silence is ~340 samples per byte) stops at the
+length limit plus one block and is refused. A FLAC/OGG of unknown length is decoded the same way.
 """
 
 from __future__ import annotations
 
 import io
+import math
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +22,25 @@ import soundfile as sf
 import soxr
 
 TARGET_SAMPLE_RATE = 16_000
+MIN_SAMPLE_RATE = 1_000
+"""Hz. Below this nothing a speech/audio model hears survives; 1 Hz WAVs are refused."""
+MAX_SAMPLE_RATE = 384_000
+"""Hz. The highest rate studio converters use; 10 MHz or 2 GHz headers are refused."""
+MAX_CHANNELS = 2
+"""Default channel limit: mono or stereo are mixed down; 5.1 and up are refused (a mean of surround
+channels is rarely what a user wants). Checked from the header, before decoding."""
+DEFAULT_MAX_SECONDS = 3600.0
+"""Length limit when a caller gives none (``max_seconds=None``): decoding is never unbounded."""
+MIN_AUDIO_SECONDS = 0.03
+"""30 ms = 480 samples at 16 kHz = 3 mel frames: the shortest clip that gives one audio token
+(Qwen2-Audio / Qwen2.5-Omni, see ``models.spec.qwen_audio_tokens``). Shorter clips are refused."""
+MAX_ABS_AMPLITUDE = 64.0
+"""Float samples beyond +-64 (+36 dBFS) are refused, not clipped: such values (a float WAV at 1e30)
+mean a corrupt or mis-scaled file, and clipping would hand the model a square wave silently.
+Headroom up to this bound is kept as is (float formats may legitimately exceed 1.0)."""
+DECODE_BLOCK_FRAMES = 65_536
+"""Frames read per block; a lying file costs at most this much beyond the length limit."""
+_UNKNOWN_FRAMES = 2**63 - 1  # libsndfile's SF_COUNT_MAX: a FLAC whose STREAMINFO says 0 samples
 
 
 class AudioError(ValueError):
@@ -40,12 +66,33 @@ class NonFiniteAudioError(AudioError):
     reason = "non_finite"
 
 
+class AmplitudeError(AudioError):
+    reason = "amplitude"
+
+
 class AudioTooLongError(AudioError):
     reason = "too_long"
 
 
+class AudioTooShortError(AudioError):
+    reason = "too_short"
+
+
+class SampleRateError(AudioError):
+    reason = "sample_rate"
+
+
 class ChannelLayoutError(AudioError):
     reason = "channel_layout"
+
+
+class _ForwardOnlySoundFile(sf.SoundFile):
+    """A SoundFile that never seeks. soundfile re-seeks after every read of a seekable file, and
+    libsndfile's FLAC seek fails at the end of a stream of unknown length ("psf_fseek() failed");
+    decoding only ever reads forward, so it needs no seeks."""
+
+    def seekable(self) -> bool:
+        return False
 
 
 def resample(samples: np.ndarray, orig_sr: int, target_sr: int = TARGET_SAMPLE_RATE) -> np.ndarray:
@@ -55,10 +102,18 @@ def resample(samples: np.ndarray, orig_sr: int, target_sr: int = TARGET_SAMPLE_R
     return soxr.resample(samples, orig_sr, target_sr, quality="HQ").astype(np.float32, copy=False)
 
 
+def min_samples(sample_rate: int) -> int:
+    """The fewest samples at ``sample_rate`` a clip may have (:data:`MIN_AUDIO_SECONDS`)."""
+    return math.ceil(MIN_AUDIO_SECONDS * sample_rate)
+
+
 def validate_samples(
     samples: np.ndarray, sample_rate: int, source: str, max_seconds: float | None = None
 ) -> np.ndarray:
-    """Check a mono float signal [N]; returns it unchanged, or raises an AudioError."""
+    """Check a mono float signal [N]: shape, non-empty, finite, sane amplitude, length limit.
+
+    Returns it unchanged, or raises an AudioError naming ``source``.
+    """
     if samples.ndim != 1:
         raise ChannelLayoutError(source, f"expected mono samples [N], got shape {samples.shape}")
     if samples.size == 0:
@@ -66,50 +121,97 @@ def validate_samples(
     if not np.isfinite(samples).all():
         bad = int((~np.isfinite(samples)).sum())
         raise NonFiniteAudioError(source, f"{bad} NaN/inf samples")
+    peak = float(np.abs(samples).max())
+    if peak > MAX_ABS_AMPLITUDE:
+        raise AmplitudeError(source, f"sample magnitude {peak:.3g} is over the limit of {MAX_ABS_AMPLITUDE:g} "
+                                     "(corrupt or mis-scaled float audio)")
     duration = samples.size / sample_rate
     if max_seconds is not None and duration > max_seconds:
         raise AudioTooLongError(source, f"audio is {duration:.2f} s, over the limit of {max_seconds:.2f} s")
     return samples
 
 
-def decode_audio(
-    data: bytes | str | Path,
-    source: str | None = None,
-    target_sr: int | None = TARGET_SAMPLE_RATE,
-    max_seconds: float | None = None,
-    max_channels: int = 2,
-) -> tuple[np.ndarray, int]:
-    """Decode wav/flac/ogg bytes or a file to mono float32 [N] at ``target_sr``.
+def check_header(info: sf.SoundFile, source: str, max_seconds: float, max_channels: int) -> None:
+    """Refuse a container whose rate, channel count or declared length is out of bounds,
+    before a sample is read. An unknown length (0 or SF_COUNT_MAX) is left to the block reader."""
+    rate, channels, frames = info.samplerate, info.channels, info.frames
+    if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+        raise SampleRateError(source, f"sample rate {rate} Hz is outside {MIN_SAMPLE_RATE} to {MAX_SAMPLE_RATE} Hz")
+    if channels < 1 or channels > max_channels:
+        raise ChannelLayoutError(source, f"{channels} channels; supported: 1 to {max_channels}")
+    if 0 < frames < _UNKNOWN_FRAMES and frames / rate > max_seconds:
+        raise AudioTooLongError(
+            source, f"header declares {frames / rate:.2f} s of audio, over the limit of {max_seconds:.2f} s")
 
-    ``max_channels``: layouts with more channels (e.g. 5.1) are refused rather than
-    mixed down, since a naive mean of surround channels is rarely what a user wants.
-    ``target_sr=None`` keeps the file's own rate. Returns ``(samples, sample_rate)``.
+
+def read_mono_bounded(f: sf.SoundFile, source: str, max_seconds: float) -> np.ndarray:
+    """Read forward in blocks, mixing down as it goes; stop and refuse past ``max_seconds``.
+
+    Peak memory: the mono result (float32 [<= limit + 1]) plus one block [DECODE_BLOCK_FRAMES, C].
     """
-    if source is None:
-        source = str(data) if isinstance(data, (str, Path)) else "<bytes>"
+    limit = math.floor(max_seconds * f.samplerate)  # frames allowed
+    block = np.empty((DECODE_BLOCK_FRAMES, f.channels), np.float32)
+    parts: list[np.ndarray] = []
+    total = 0
+    while total <= limit:
+        want = min(DECODE_BLOCK_FRAMES, limit + 1 - total)
+        got = f.read(frames=want, dtype="float32", always_2d=True, out=block[:want])
+        if len(got) == 0:
+            break
+        parts.append(got.mean(axis=1) if f.channels > 1 else got[:, 0].copy())  # [n] float32
+        total += len(got)
+    if total > limit:
+        raise AudioTooLongError(
+            source, f"audio decodes to more than {max_seconds:.2f} s (the limit); its header declared "
+                    f"{'no length' if f.frames in (0, _UNKNOWN_FRAMES) else f'{f.frames / f.samplerate:.2f} s'}")
+    return np.concatenate(parts) if parts else np.zeros(0, np.float32)
+
+
+def _open_source(data: bytes | bytearray | memoryview | str | Path, source: str) -> io.BytesIO | str:
     if isinstance(data, (bytes, bytearray, memoryview)):
         if len(data) == 0:
             raise EmptyAudioError(source, "audio bytes are empty")
-        handle: io.BytesIO | str = io.BytesIO(bytes(data))
-    else:
-        path = Path(data)
-        if not path.is_file():
-            raise UndecodableAudioError(source, f"no such audio file {path}")
-        handle = str(path)
+        return io.BytesIO(bytes(data))
+    path = Path(data)
+    if not path.is_file():
+        raise UndecodableAudioError(source, f"no such audio file {path}")
+    return str(path)
+
+
+def decode_audio(
+    data: bytes | bytearray | memoryview | str | Path,
+    source: str | None = None,
+    target_sr: int | None = TARGET_SAMPLE_RATE,
+    max_seconds: float | None = None,
+    max_channels: int = MAX_CHANNELS,
+) -> tuple[np.ndarray, int]:
+    """Decode wav/flac/ogg bytes or a file to mono float32 [N] at ``target_sr``, bounded.
+
+    Header first (rate in [MIN_SAMPLE_RATE, MAX_SAMPLE_RATE], 1..``max_channels`` channels,
+    declared length <= ``max_seconds``, default :data:`DEFAULT_MAX_SECONDS`), then a forward block
+    read that stops one block past the limit; then finiteness, amplitude and the minimum length
+    (:data:`MIN_AUDIO_SECONDS`, checked after resampling). ``target_sr=None`` keeps the file's own
+    rate. Returns ``(samples, sample_rate)``; every failure is an :class:`AudioError` naming ``source``.
+    """
+    if source is None:
+        source = str(data) if isinstance(data, (str, Path)) else "<bytes>"
+    limit_s = DEFAULT_MAX_SECONDS if max_seconds is None else float(max_seconds)
+    handle = _open_source(data, source)
     try:
-        samples, sr = sf.read(handle, dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as e:
+        with _ForwardOnlySoundFile(handle) as f:
+            check_header(f, source, limit_s, max_channels)
+            mono, sr = read_mono_bounded(f, source, limit_s), f.samplerate
+    except AudioError:
+        raise
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, OverflowError) as e:
         raise UndecodableAudioError(source, f"cannot decode audio ({e})") from e
-    channels = samples.shape[1]
-    if channels == 0 or channels > max_channels:
-        raise ChannelLayoutError(source, f"{channels} channels; supported: 1 to {max_channels}")
-    if samples.shape[0] == 0:
-        raise EmptyAudioError(source, "audio has zero samples")
-    mono = samples.mean(axis=1) if channels > 1 else samples[:, 0]
     # validate before resampling: NaN would smear through the filter, length is cheaper to check
-    validate_samples(mono, sr, source, max_seconds)
+    validate_samples(mono, sr, source, limit_s)
     if target_sr is not None and sr != target_sr:
         mono, sr = resample(mono, sr, target_sr), target_sr
+    if mono.size < min_samples(sr):
+        raise AudioTooShortError(source, f"audio is {mono.size / sr * 1000:.1f} ms, shorter than the minimum of "
+                                         f"{MIN_AUDIO_SECONDS * 1000:.0f} ms (one audio token)")
     return np.ascontiguousarray(mono, dtype=np.float32), int(sr)
 
 
