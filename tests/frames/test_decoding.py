@@ -111,7 +111,9 @@ def test_topk_nms_and_peaks():
 
 
 def test_registry_and_dispatch():
-    assert set(DECODERS) == {"posterior_mode", "posterior_median", "topn_nms", "topk", "joint_dp"}
+    assert {"posterior_mode", "posterior_median", "topn_nms", "topk", "joint_dp", "smoothed_posterior_mode",
+            "smoothed_posterior_mode_40ms", "iterative_posterior_mode", "smoothed_topk",
+            "smoothed_topk_40ms"} == set(DECODERS)
     with pytest.raises(ValueError, match=r"unknown decoder 'viterbi'; valid: \["):
         get_decoder("viterbi")
     with pytest.raises(ValueError, match="needs a Poisson head"):
