@@ -18,6 +18,11 @@ PolyAudio (several clips, a text answer): :func:`multi_clip_prompt` lays out
 "Audio 1: <clip> ... question" and the answer-format hint; answers go inside
 ``<answer>...</answer>`` (:func:`answer_text`).
 
+User text (questions, transcripts, words, labels) passes :func:`check_user_text` before it can
+reach a prompt: special-token markers (``<|AUDIO|>``, ``<|im_end|>``, any ``<|...|>``), lone
+surrogates and text over the named limits are refused with a :class:`PromptTextError` naming the
+field. The templates' renderers check their text params the same way.
+
 :func:`tokenizer_training_text` is what the tiny offline tokenizer is trained on: the
 synthetic speech vocabulary, the event names and these templates. ``framecall.models``
 imports it from here, never from ``framecall.data``.
@@ -46,6 +51,67 @@ VOCABULARY = (
 ).split()
 
 
+# ---------------------------------------------------------------- user text
+
+MAX_QUESTION_CHARS = 1_000
+"""Longest question accepted (a rendered template is < 100 characters)."""
+MAX_TRANSCRIPT_CHARS = 20_000
+"""Longest transcript accepted: ~3,000 words, over 15 minutes of speech."""
+MAX_WORD_CHARS = 100
+"""Longest single word (or event label) in a question or transcript."""
+SPECIAL_TOKEN = re.compile(r"<\|[^<>|\s]{1,64}\|>")
+"""Any ``<|...|>`` marker. Qwen's chat, audio, vision and tool tokens are all of this form
+(``<|im_start|>``, ``<|im_end|>``, ``<|AUDIO|>``, ``<|audio_bos|>``, ``<|endoftext|>``, ...), and a
+tokenizer turns them into their special ids wherever they appear in the text."""
+
+
+class PromptTextError(ValueError):
+    """User text that must not reach a prompt; ``field`` names the request field at fault
+    (the same ``field``/``message`` shape as ``inference.QueryError``)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field, self.message = field, message
+
+
+def check_user_text(text: str, field: str, max_chars: int = MAX_QUESTION_CHARS,
+                    special_tokens: tuple[str, ...] = ()) -> str:
+    """Refuse text that would change the prompt's structure or cost; returns it unchanged.
+
+    Refused, not escaped: a special-token marker (:data:`SPECIAL_TOKEN`, or any of the tokenizer's
+    ``special_tokens``) would otherwise become a real chat turn or an extra audio placeholder (which
+    breaks the placeholder/feature count of the whole batch), and no question needs one; escaping
+    would silently ask the model something the user did not write. Also refused: over
+    ``max_chars`` characters, a word over :data:`MAX_WORD_CHARS`, lone surrogates (not encodable).
+    """
+    if not isinstance(text, str):
+        raise PromptTextError(field, f"expected text, got {type(text).__name__}")
+    if len(text) > max_chars:
+        raise PromptTextError(field, f"{len(text)} characters, over the limit of {max_chars}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise PromptTextError(field, f"not valid Unicode (lone surrogate at character {e.start})") from None
+    marker = SPECIAL_TOKEN.search(text)
+    found = marker.group(0) if marker else next((t for t in special_tokens if t and t in text), None)
+    if found:
+        raise PromptTextError(field, f"contains the special token {found!r}; special tokens are not allowed in text")
+    longest = max(text.split(), key=len, default="")
+    if len(longest) > MAX_WORD_CHARS:
+        raise PromptTextError(field, f"a word of {len(longest)} characters, over the limit of {MAX_WORD_CHARS}")
+    return text
+
+
+def check_question(question: str, field: str = "question", special_tokens: tuple[str, ...] = ()) -> str:
+    """:func:`check_user_text` with the question limit."""
+    return check_user_text(question, field, MAX_QUESTION_CHARS, special_tokens)
+
+
+def check_transcript(transcript: str, field: str = "transcript", special_tokens: tuple[str, ...] = ()) -> str:
+    """:func:`check_user_text` with the transcript limit."""
+    return check_user_text(transcript, field, MAX_TRANSCRIPT_CHARS, special_tokens)
+
+
 def ordinal(k: int) -> str:
     """1 -> '1st', 2 -> '2nd', 11 -> '11th', 22 -> '22nd'."""
     suffix = "th" if 10 <= k % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(k % 10, "th")
@@ -56,11 +122,13 @@ def ordinal(k: int) -> str:
 
 def word_question(k: int, word: str) -> str:
     """The ``words`` question: the k-th occurrence (1-based) of ``word``."""
+    check_user_text(word, "word", MAX_WORD_CHARS)
     return f"When does the {ordinal(k)} occurrence of the word '{word}' occur?"
 
 
 def event_question(k: int, label: str) -> str:
     """The ``events`` question: the k-th occurrence (1-based) of the event ``label``."""
+    check_user_text(label, "label", MAX_WORD_CHARS)
     return f"When does the {ordinal(k)} occurrence of the event '{label}' occur?"
 
 
@@ -71,6 +139,7 @@ def speaker_question(k: int) -> str:
 
 def alignment_prompt(transcript: str) -> str:
     """The ``words_all`` question; Serve's /v1/align asks it of a model trained on words_all."""
+    check_transcript(transcript)
     return f"Transcript: {transcript}. Based on the transcript, output the timestamps for every word."
 
 
