@@ -11,17 +11,21 @@ from framecall.data.collate import FrameCollator
 from framecall.data.pipeline import PipelineConfig, iterate_rows_locally
 from framecall.frames.units import FrameGrid
 from framecall.models.frame_model import load_frame_model
-from framecall.train.evaluation import predict_batch, results_table, score_records, usable_decoders
+from framecall.train.evaluation import (DEFAULT_PAIRINGS, predict_batch, results_table, score_records,
+                                        usable_decoders)
 
 
 def evaluate_checkpoint(ckpt_dir: str | Path, data_dir: str | Path | Sequence[str | Path],
                         split: str | None = "test", decoders: Sequence[str] | None = None, batch_size: int = 16,
                         title: str | None = None, max_items: int | None = None, expect_head: str | None = None,
-                        max_new_tokens: int = 256):
+                        max_new_tokens: int = 256, pairings: Sequence[str] = DEFAULT_PAIRINGS,
+                        convention: str = "framecall"):
     """-> (scores {decoder: {task: summary}}, markdown table, records).
 
     ``ckpt_dir``: a directory or a ``models:/`` URI. ``data_dir``: one shard directory or
-    several (a multi-task model's test sets); ``max_items`` applies to each.
+    several (a multi-task model's test sets); ``max_items`` applies to each. ``decoders``:
+    names, "all" (every registered decoder the head supports) and/or "tokens"; None: the
+    manifest's default. ``pairings`` / ``convention``: see :func:`score_records`.
     """
     model, manifest = load_frame_model(ckpt_dir, expect_head=expect_head)
     head = manifest.head
@@ -29,6 +33,7 @@ def evaluate_checkpoint(ckpt_dir: str | Path, data_dir: str | Path | Sequence[st
     grid = FrameGrid(manifest.frame_s, manifest.subframes)
     collate = FrameCollator(grid=grid, tokens_for_frames=model.backbone.tokens_for_frames)
     pipe = PipelineConfig(features=manifest.features, batch_size=batch_size)
+    hop_s = manifest.features.hop_length / manifest.features.sample_rate
     records: list[dict] = []
     dirs = [data_dir] if isinstance(data_dir, (str, Path)) else list(data_dir)
     with torch.no_grad():
@@ -39,14 +44,15 @@ def evaluate_checkpoint(ckpt_dir: str | Path, data_dir: str | Path | Sequence[st
                     continue
                 batch = collate(table.to_pydict())
                 mine.extend(predict_batch(model, batch, decoders, grid, head, manifest.nms_min_separation,
-                                          max_new_tokens=max_new_tokens))
+                                          max_new_tokens=max_new_tokens, hop_s=hop_s))
                 if max_items is not None and len(mine) >= max_items:
                     break
             records.extend(mine)
     if not records:
         raise ValueError(f"{data_dir}: no rows in split {split!r}")
-    scores = score_records(records, decoders)
-    table = results_table(scores, title or f"{Path(ckpt_dir).name}: {split} split, {len(records)} items")
+    scores = score_records(records, decoders, pairings, convention)
+    table = results_table(scores, title or f"{Path(ckpt_dir).name}: {split} split, {len(records)} items",
+                          pairings, convention)
     return scores, table, records
 
 
