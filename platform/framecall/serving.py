@@ -38,14 +38,31 @@ class ServeSettings:
     """Larger request bodies get 413 before they are read."""
     max_questions: int = 16
     max_events: int = 200
-    """num_events above this gets 422."""
+    """num_events above this gets 422; a count the Poisson head estimates is capped at it; an
+    alignment transcript of more words gets 422."""
     chunk_seconds: float | None = None
     """Window of one forward pass; longer audio is cut in overlapping windows whose intensities
     are stitched. None: the backbone's limit (30 s for Qwen2-Audio; Omni takes any length)."""
     chunk_overlap_seconds: float = 4.0
+    max_question_chars: int = 1000
+    """Longer questions get 422 (questions.i.question)."""
+    max_transcript_chars: int = 20_000
+    """Longer alignment transcripts get 422 (transcript)."""
+    max_word_chars: int = 100
+    """A transcript word longer than this gets 422 (transcript)."""
     api_key_env: str | None = None
-    """Name of an environment variable holding the API key; then every request must send it in
-    the X-API-Key header. None: no auth (the proxy listens on 127.0.0.1 by default)."""
+    """Name of an environment variable holding the API key, read by the ingress replica from its
+    own environment (the node's); then every request must send it in the X-API-Key header.
+    None (and no api_key_file): no auth (the proxy listens on 127.0.0.1 by default)."""
+    api_key_file: str | None = None
+    """A file holding the API key (first line), read by the ingress replica; the key itself never
+    travels in the application's config or runtime_env (both are shown by the dashboard)."""
+    request_timeout_s: float = 60.0
+    """A request whose model calls take longer gets 503 with Retry-After."""
+    health_timeout_s: float = 5.0
+    """/healthz asks the model replica and answers 503 when it does not reply within this."""
+    decode_threads: int = 2
+    """Threads decoding audio off the ingress event loop (bounds concurrent decodes per replica)."""
     max_batch_size: int = 16
     """Queries (question x audio chunk) per forward pass; changeable live through user_config."""
     batch_wait_timeout_s: float = 0.01
@@ -61,6 +78,12 @@ class ServeSettings:
             raise ValueError("chunk_seconds must exceed chunk_overlap_seconds")
         if self.max_batch_size < 1 or self.batch_wait_timeout_s < 0:
             raise ValueError("max_batch_size must be >= 1 and batch_wait_timeout_s >= 0")
+        if self.api_key_env and self.api_key_file:
+            raise ValueError("set api_key_env or api_key_file, not both")
+        if min(self.max_question_chars, self.max_transcript_chars, self.max_word_chars, self.decode_threads) < 1:
+            raise ValueError("max_question_chars, max_transcript_chars, max_word_chars and decode_threads must be >= 1")
+        if self.request_timeout_s <= 0 or self.health_timeout_s <= 0:
+            raise ValueError("request_timeout_s and health_timeout_s must be > 0")
 
 
 class AdmissionError(PermissionError):

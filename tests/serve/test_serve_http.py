@@ -28,10 +28,10 @@ def server(serve_url, tmp_path_factory):
               "max_request_bytes": 3_000_000, "max_events": 40}
     serve.run(build_app({**common, "max_batch_size": 8, "batch_wait_timeout_s": 0.2}), name="main",
               route_prefix="/")
-    import os
-
-    os.environ["FRAMECALL_TEST_KEY"] = "s3cret"  # replicas start on this node and inherit it
-    serve.run(build_app({**common, "api_key_env": "FRAMECALL_TEST_KEY", "max_batch_size": 1,
+    key_file = root / "api_key"  # the key travels as a file the ingress reads, never in the app's config
+    key_file.write_text("s3cret\n")
+    key_file.chmod(0o600)
+    serve.run(build_app({**common, "api_key_file": str(key_file), "max_batch_size": 1,
                          "max_ongoing_requests": 1, "max_queued_requests": 1}), name="strict", route_prefix="/strict")
     yield serve_url, ckpt
     serve.delete("main")
