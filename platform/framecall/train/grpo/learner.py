@@ -85,7 +85,10 @@ def report_checkpoint(rank: int, backbone, manifest: CheckpointManifest, state: 
         if rank == 0:
             save_policy(Path(tmp), backbone, manifest, state)
             checkpoint = ray.train.Checkpoint.from_directory(tmp)
-        ray.train.report(metrics, checkpoint=checkpoint)
+        from framecall.train.checkpoints import upload_complete
+
+        # the completion marker: --resume (train.runner.latest_checkpoint) takes only complete checkpoints
+        ray.train.report(metrics, checkpoint=checkpoint, checkpoint_upload_fn=upload_complete)
 
 
 def restore_state(backbone, optimizer, resume_from: str | None) -> dict[str, Any] | None:

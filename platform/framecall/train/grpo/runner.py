@@ -113,8 +113,9 @@ def finish_stage(result, output: Path, tracking_uri: str, run_id: str, cfg: Any,
     if result.checkpoint is None:
         raise RuntimeError(f"the {stage} run reported no checkpoint")
     best = output / "best"
-    shutil.rmtree(best, ignore_errors=True)
-    shutil.copytree(result.checkpoint.path, best, ignore=shutil.ignore_patterns(TRAINING_STATE))
+    from framecall.train.checkpoints import COMPLETE, replace_dir
+
+    replace_dir(Path(result.checkpoint.path), best, ignore=shutil.ignore_patterns(TRAINING_STATE, COMPLETE))
     logger = tracking.RunLogger(tracking_uri, run_id)
     logger.artifacts(best, "checkpoint")
     registered = None
