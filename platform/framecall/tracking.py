@@ -78,14 +78,77 @@ def start_run(tracking_uri: str, experiment: str, artifact_root: Path, run_name:
     return run.info.run_id
 
 
-class RunLogger:
-    """Logs to an existing run by id (rank 0 of the train workers, or the driver)."""
+TRANSIENT_CODES = {"TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED", "INTERNAL_ERROR", "DEADLINE_EXCEEDED"}
 
-    def __init__(self, tracking_uri: str, run_id: str) -> None:
+
+def is_transient(error: BaseException) -> bool:
+    """A store error worth retrying: a locked SQLite file ("database is locked" is an
+    ``OperationalError``), a dropped connection, a server asking to come back later."""
+    if isinstance(error, (ConnectionError, TimeoutError)):
+        return True
+    if type(error).__name__ == "OperationalError" or "database is locked" in str(error):
+        return True
+    return getattr(error, "error_code", None) in TRANSIENT_CODES
+
+
+class RunLogger:
+    """Logs to an existing run by id (rank 0 of the train workers, or the driver).
+
+    Logging never raises: a transient store error is retried ``retries`` times with exponential
+    backoff from ``backoff_s``; what still fails is counted in ``lost`` (metric values; other calls
+    count one each) and warned about, and training goes on. Metric steps only move forward per key:
+    a step at or below the last one logged for that key (or below ``floor``, set after a restore to
+    the run's last logged step) is dropped, so a restarted worker never writes a step twice.
+    ``background=True`` logs metrics from a thread, so a slow or locked store never stalls training
+    (``flush()`` waits for it).
+    """
+
+    def __init__(self, tracking_uri: str, run_id: str, retries: int = 6, backoff_s: float = 0.25,
+                 background: bool = False) -> None:
         from mlflow.tracking import MlflowClient
 
         self.client = MlflowClient(tracking_uri)
         self.run_id = run_id
+        self.retries, self.backoff_s = retries, backoff_s
+        self.lost = 0
+        self.retried = 0
+        self.floor = -1
+        self._last_step: dict[str, int] = {}
+        self._queue: Any = None
+        if background:
+            import queue
+            import threading
+
+            self._queue = queue.Queue()
+            threading.Thread(target=self._drain, name="mlflow-logger", daemon=True).start()
+
+    def _call(self, what: str, fn, *args, weight: int = 1, **kwargs) -> bool:
+        """``fn(*args, **kwargs)`` with retries; -> whether it went through (else ``weight`` lost)."""
+        import logging
+        import time
+
+        for attempt in range(self.retries + 1):
+            try:
+                fn(*args, **kwargs)
+                return True
+            except Exception as e:  # noqa: BLE001 - a logging failure must not end training
+                if attempt < self.retries and is_transient(e):
+                    self.retried += 1
+                    time.sleep(self.backoff_s * 2**attempt)
+                    continue
+                self.lost += weight
+                logging.getLogger(__name__).warning("MLflow %s lost after %d attempt(s) (%d lost so far): %s",
+                                                    what, attempt + 1, self.lost, e)
+                return False
+        return False
+
+    def last_logged_step(self) -> int:
+        """The highest step of any metric of the run so far (-1: none)."""
+        steps = [-1]
+        run = self.client.get_run(self.run_id)
+        for key in run.data.metrics:
+            steps += [m.step for m in self.client.get_metric_history(self.run_id, key)]
+        return max(steps)
 
     def metrics(self, values: Mapping[str, float], step: int) -> None:
         import time
@@ -93,21 +156,50 @@ class RunLogger:
         from mlflow.entities import Metric
 
         ts = int(time.time() * 1000)
-        batch = [Metric(k.replace("@", "_at_"), float(v), ts, step) for k, v in values.items()]
+        batch = []
+        for k, v in values.items():
+            key = k.replace("@", "_at_")
+            if step <= max(self.floor, self._last_step.get(key, -1)):
+                continue  # already in the history (a re-run step after a restore, or a repeat)
+            self._last_step[key] = step
+            batch.append(Metric(key, float(v), ts, step))
         for i in range(0, len(batch), 200):
-            self.client.log_batch(self.run_id, metrics=batch[i : i + 200])
+            if self._queue is not None:
+                self._queue.put(batch[i : i + 200])
+            else:
+                self._log_batch(batch[i : i + 200])
+
+    def _log_batch(self, batch: list) -> None:
+        self._call("log_batch", self.client.log_batch, self.run_id, metrics=batch, weight=len(batch))
+
+    def _drain(self) -> None:
+        while True:
+            batch = self._queue.get()
+            try:
+                self._log_batch(batch)
+            finally:
+                self._queue.task_done()
+
+    def flush(self) -> None:
+        """Wait until every metric handed to a background logger is logged or counted lost."""
+        if self._queue is not None:
+            self._queue.join()
 
     def figure(self, fig, path: str) -> None:
-        self.client.log_figure(self.run_id, fig, path)
+        self._call(f"figure {path}", self.client.log_figure, self.run_id, fig, path)
 
     def artifacts(self, local_dir: str | Path, path: str) -> None:
-        self.client.log_artifacts(self.run_id, str(local_dir), path)
+        self._call(f"artifacts {path}", self.client.log_artifacts, self.run_id, str(local_dir), path)
 
     def text(self, text: str, path: str) -> None:
-        self.client.log_text(self.run_id, text, path)
+        self._call(f"text {path}", self.client.log_text, self.run_id, text, path)
 
     def set_tag(self, key: str, value: str) -> None:
-        self.client.set_tag(self.run_id, key, value)
+        self._call(f"tag {key}", self.client.set_tag, self.run_id, key, value)
+
+    def param(self, key: str, value: str) -> None:
+        self._call(f"param {key}", self.client.log_param, self.run_id, key, value)
 
     def finish(self, status: str = "FINISHED") -> None:
-        self.client.set_terminated(self.run_id, status)
+        self.flush()
+        self._call(f"status {status}", self.client.set_terminated, self.run_id, status)
