@@ -19,6 +19,8 @@ from framecall.inference import FrameLocalizer, Query, align_words
 from framecall.serving import OUTPUT_FORMATS, format_alignment
 
 SUFFIX = {"json": ".json", "textgrid": ".TextGrid", "ctm": ".ctm"}
+INDEX = "_index.json"
+"""The results index beside the result files (a row id may not overwrite it)."""
 
 
 class PredictError(RuntimeError):
@@ -50,6 +52,17 @@ class PredictConfig:
             raise ValueError(f"bad_rows must be fail or skip, got {self.bad_rows!r}")
 
 
+def output_name(row_id: str, suffix: str) -> str:
+    """The result file name of a row: its id, which must be one plain file name (no directory part,
+    no ``.``/``..``, no NUL, at most 200 characters), so no id writes outside the output directory."""
+    bad = (row_id in ("", ".", "..") or any(c in row_id for c in "/\\\x00") or len(row_id) > 200
+           or row_id != row_id.strip() or row_id + suffix == INDEX)
+    if bad:
+        raise PredictError(f"id={row_id[:200]!r}: not usable as a result file name (a row id must be one "
+                           "plain file name: no '/', '\\', '..', NUL, edge spaces, over 200 characters)")
+    return row_id + suffix
+
+
 class PredictActor:
     """One replica of the model in the Ray Data actor pool."""
 
@@ -68,8 +81,9 @@ class PredictActor:
         for i, rid in enumerate(ids):
             source = f"{batch['path'][i]} (id={rid})" if "path" in batch else f"id={rid}"
             try:
+                output_name(rid, SUFFIX[self.cfg.format])
                 samples, _ = decode_audio(bytes(batch["audio"][i]), source=source)
-            except AudioError as e:
+            except (AudioError, PredictError) as e:
                 if self.cfg.bad_rows == "fail":
                     raise PredictError(str(e)) from None
                 status[i] = f"skipped: {e}"
@@ -94,7 +108,7 @@ class PredictActor:
                 samples = queries[keep.index(i)].samples
                 words = align_words(transcript.split(), result["times_s"], samples)
                 body = format_alignment(words, self.cfg.format, samples.size / 16000, utterance=rid)
-            path = self.out / (rid + SUFFIX[self.cfg.format])
+            path = self.out / output_name(rid, SUFFIX[self.cfg.format])
             path.write_text(body)
             files[i] = str(path)
         return {"id": ids, "status": status, "file": files}
@@ -124,5 +138,5 @@ def predict_to_dir(data: str | list[str], cfg: PredictConfig) -> dict[str, Any]:
     index = {r["id"]: (r["file"] or r["status"]) for r in rows}
     summary = {"rows": len(rows), "written": sum(r["status"] == "ok" for r in rows),
                "skipped": sum(r["status"] != "ok" for r in rows), "format": cfg.format, "results": index}
-    (out / "_index.json").write_text(json.dumps(summary, indent=2))
+    (out / INDEX).write_text(json.dumps(summary, indent=2))
     return summary

@@ -145,3 +145,19 @@ def test_audioset_strong(tmp_path):
     (tmp_path / "audio" / "Ydef_0.flac").write_bytes(b"garbage")
     with pytest.raises(AudioError, match="Ydef_0.flac: cannot decode"):
         convert_audioset_strong(tsv, tmp_path / "audio", tmp_path / "o4")
+
+
+def test_skip_mode_also_skips_rows_that_fail_the_row_check(tmp_path):
+    """A row the shard check refuses (here: an event after the clip's end) is skipped and listed, not fatal."""
+    from framecall.data.converters import ConversionReport, _run
+    from framecall.data.schema import ShardSchemaError
+    from framecall.data.synthetic import SynthConfig, generate
+
+    rows = list(generate(SynthConfig(task="words", num=3, seed=1, max_seconds=2.0)))
+    rows[1] = {**rows[1], "event_times_s": [99.0], "num_events": 1}
+    with pytest.raises(ShardSchemaError, match="'event_times_s' has 99.0"):
+        _run(iter(rows), tmp_path / "fail", {}, ConversionReport(), 8, "fail")
+    report = _run(iter(rows), tmp_path / "skip", {}, ConversionReport(), 8, "skip")
+    assert report.written == 2 and [s["reason"] for s in report.skipped] == ["ShardSchemaError"]
+    assert report.skipped[0]["id"] == rows[1]["id"] and "99.0" in report.skipped[0]["detail"]
+    assert len(read_manifest(tmp_path / "skip")["params"]["skipped"]) == 1  # reported, not silent

@@ -55,3 +55,32 @@ def test_predict_bad_rows_fail_naming_the_row_or_are_counted(ray_session, tmp_pa
                            str(tmp_path / "o2"), "--bad-rows", "skip"])
     assert (summary["rows"], summary["written"], summary["skipped"]) == (3, 2, 1)
     assert summary["results"][rows[1]["id"]].startswith("skipped: ")
+
+
+@pytest.mark.parametrize("row_id", ["../escape", "a/b", "/abs", "..", ".", "", "a\\b", "nul\x00", " x", "_index",
+                                    "x" * 201])
+def test_row_ids_that_are_not_plain_file_names_are_refused(row_id, tmp_path):
+    from framecall.batch_predict import PredictError, output_name
+
+    with pytest.raises(PredictError, match="not usable as a result file name"):
+        output_name(row_id, ".json")
+    assert output_name("spk1-utt_00.7", ".json") == "spk1-utt_00.7.json"
+
+
+@pytest.mark.slow
+def test_path_like_ids_write_nothing_outside_the_output(ray_session, tmp_path):
+    from framecall.data.shards import ShardWriter
+    from framecall.data.synthetic import SynthConfig, generate
+
+    rows = list(generate(SynthConfig(task="words", num=2, seed=4, max_seconds=2.0)))
+    rows[0]["id"] = "../../escaped"
+    with ShardWriter(tmp_path / "data") as w:
+        w.write_all(rows)
+    ckpt = make_checkpoint(tmp_path / "ckpt", ["words"])
+    out = tmp_path / "deep" / "out"
+    with pytest.raises(Exception, match=r"id='\.\./\.\./escaped': not usable as a result file name"):
+        _job().main(["--checkpoint", str(ckpt), "--data", str(tmp_path / "data"), "--output", str(out)])
+    summary = _job().main(["--checkpoint", str(ckpt), "--data", str(tmp_path / "data"), "--output", str(out),
+                           "--bad-rows", "skip"])
+    assert (summary["written"], summary["skipped"]) == (1, 1)
+    assert not list(tmp_path.rglob("escaped*"))

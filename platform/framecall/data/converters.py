@@ -25,6 +25,7 @@ from typing import Any, Iterator, Literal
 import numpy as np
 
 from framecall.audio.io import AudioError, decode_audio, encode_flac
+from framecall.data.schema import ShardSchemaError
 from framecall.data.shards import ShardWriter
 from framecall.prompts import alignment_prompt, event_question, speaker_question, word_question
 
@@ -60,10 +61,18 @@ def _row(item_id: str, task: str, split: str, source: str, samples: np.ndarray, 
 
 
 def _run(rows: Iterator[dict[str, Any]], output: Path, params: dict[str, Any], report: ConversionReport,
-         rows_per_shard: int) -> ConversionReport:
+         rows_per_shard: int, on_error: str = "fail") -> ConversionReport:
     writer = ShardWriter(output, rows_per_shard=rows_per_shard, params=params)
     for row in rows:
-        writer.write(row)
+        try:
+            writer.write(row)  # the shard row check: times, counts, duration (after the input was read)
+        except ShardSchemaError as e:
+            if on_error == "fail":
+                raise
+            source = json.loads(row.get("meta") or "{}").get("audio_path", row.get("id"))
+            report.skipped.append({"input": str(source), "id": str(row.get("id")), "reason": "ShardSchemaError",
+                                   "detail": str(e)})
+            continue
         report.written += 1
     writer.params["skipped"] = report.skipped
     writer.close()
@@ -141,7 +150,7 @@ def convert_librispeech_mfa(
 
     params = {"converter": "librispeech_mfa", "audio_root": str(audio_root), "alignments_root": str(alignments_root),
               "tasks": list(tasks), "seed": seed}
-    return _run(rows(), Path(output), params, report, rows_per_shard)
+    return _run(rows(), Path(output), params, report, rows_per_shard, on_error)
 
 
 # ---------------------------------------------------------------- LibriCount
@@ -199,7 +208,7 @@ def convert_libricount(
                        {"num_speakers": len(onsets), "onsets_s": onsets, "audio_path": str(audio)})
 
     return _run(rows(), Path(output), {"converter": "libricount", "root": str(root), "seed": seed}, report,
-                rows_per_shard)
+                rows_per_shard, on_error)
 
 
 # ---------------------------------------------------------------- AudioSet strong labels
@@ -273,4 +282,4 @@ def convert_audioset_strong(
                         "audio_path": str(audio)})
 
     params = {"converter": "audioset_strong", "tsv": str(tsv_path), "audio_dir": str(audio_dir), "seed": seed}
-    return _run(rows(), Path(output), params, report, rows_per_shard)
+    return _run(rows(), Path(output), params, report, rows_per_shard, on_error)

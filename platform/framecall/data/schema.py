@@ -9,6 +9,7 @@ string (word lists, voices, labels, ...). Add a column only by bumping the versi
 from __future__ import annotations
 
 import json
+import math
 from typing import Any, Mapping
 
 import pyarrow as pa
@@ -82,8 +83,8 @@ def check_row(row: Mapping[str, Any], source: str) -> None:
         if not row[name]:
             raise ShardSchemaError(f"{source}: field {name!r} is empty")
     duration = row["duration_s"]
-    if not duration or duration <= 0:
-        raise ShardSchemaError(f"{source}: field 'duration_s' must be > 0, got {duration!r}")
+    if duration is None or not math.isfinite(duration) or duration <= 0:  # NaN passes a plain "<= 0"
+        raise ShardSchemaError(f"{source}: field 'duration_s' must be finite and > 0, got {duration!r}")
     times = list(row["event_times_s"] or [])
     if row["num_events"] != len(times):
         raise ShardSchemaError(
