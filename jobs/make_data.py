@@ -3,6 +3,8 @@
     python jobs/make_data.py --task words_all --num 200 --output data/words_all
     python jobs/make_data.py --task words --num 2000 --output data/w8 \
         --min-seconds 8 --max-seconds 12 --answer-window 4,8 --seed 1
+    python jobs/make_data.py --task words_all --num 2000 --heldout-num 100 \
+        --heldout-voices en-us-nyc,+klatt --target-format json_objects --output data/wj
 
 On a cluster: ``ray job submit --working-dir . -- python jobs/make_data.py ...``.
 Writes DIR/shard-*.parquet and DIR/_manifest.json, then prints the corpus statistics.
@@ -16,10 +18,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "platform"))
 
-from framecall.config import build_config, save_yaml, to_dict  # noqa: E402
+from framecall.config import build_config, save_yaml  # noqa: E402
 from framecall.data.shards import ShardWriter  # noqa: E402
 from framecall.data.stats import format_stats, shard_stats  # noqa: E402
-from framecall.data.synthetic import SynthConfig, generate  # noqa: E402
+from framecall.data.synthetic import SynthConfig, generate, synth_params  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -33,13 +35,18 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--max-seconds", type=float)
     p.add_argument("--answer-window", help="A,B seconds: only ask about events in [A, B]")
     p.add_argument("--snr-db", type=float)
+    p.add_argument("--heldout-voices", help="voice families kept out of the splits: en-us-nyc,+klatt,en+f5")
+    p.add_argument("--heldout-num", type=int, help="extra items spoken by held-out voices (split test_heldout_voice)")
+    p.add_argument("--target-format", choices=["compact", "json_objects"], help="words_all token target")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. max_speakers=5")
     args = p.parse_args(argv)
     flags = {"task": args.task, "num": args.num, "seed": args.seed, "min_seconds": args.min_seconds,
-             "max_seconds": args.max_seconds, "answer_window": args.answer_window, "snr_db": args.snr_db}
+             "max_seconds": args.max_seconds, "answer_window": args.answer_window, "snr_db": args.snr_db,
+             "heldout_voices": args.heldout_voices, "heldout_num": args.heldout_num,
+             "target_format": args.target_format}
     cfg = build_config(SynthConfig, args.config, flags, args.overrides)
     out = Path(args.output).resolve()
-    with ShardWriter(out, rows_per_shard=cfg.rows_per_shard, params={"synth": to_dict(cfg)}) as writer:
+    with ShardWriter(out, rows_per_shard=cfg.rows_per_shard, params=synth_params(cfg, made_by="jobs/make_data.py")) as writer:
         writer.write_all(generate(cfg))
     save_yaml(cfg, out / "_synth_config.yaml")
     print(format_stats(shard_stats(out)))

@@ -2,7 +2,7 @@
 
 import pytest
 
-from framecall.token_answers import parse_timestamps
+from framecall.token_answers import format_word_times, parse_timestamps
 
 
 @pytest.mark.parametrize("text,times,status", [
@@ -18,3 +18,15 @@ from framecall.token_answers import parse_timestamps
 ])
 def test_parse_timestamps(text, times, status):
     assert parse_timestamps(text) == (times, status)
+
+
+@pytest.mark.parametrize("target_format", ["compact", "json_objects"])
+def test_word_time_targets_parse_back(target_format):
+    words = [("much", 0.634), ("of", 0.9), ("it", 1.2049)]
+    text = format_word_times(words, target_format)
+    assert parse_timestamps(text) == ([0.63, 0.9, 1.2], "ok")
+    if target_format == "json_objects":  # the paper's form: one object per word, in order
+        assert text == '[{"word": "much", "start": 0.63}, {"word": "of", "start": 0.9}, {"word": "it", "start": 1.2}]'
+        assert parse_timestamps(text[:-12]) == ([0.63, 0.9], "recovered")  # cut off mid-object
+    with pytest.raises(ValueError, match="target format 'xml'"):
+        format_word_times(words, "xml")

@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from framecall.audio.augment import AugmentConfig, augment_waveform, next_pass, row_rng
 from framecall.audio.features import FeatureParams, log_mel
 from framecall.audio.io import AudioError, decode_audio
 from framecall.data.schema import ShardSchemaError, check_row, check_schema
@@ -53,6 +54,8 @@ class PipelineConfig:
     read_unit_mb: int = 16
     """Bytes of parquet per read task. Ray's default (128 MiB) suits tabular rows; audio rows
     cost ~100x more CPU per byte, so big units leave CPUs idle behind one slow task."""
+    augment: AugmentConfig | None = None
+    """Waveform augmentation of single-clip rows (train.runner sets it for the training split only)."""
 
 
 class BadRowError(ValueError):
@@ -142,10 +145,24 @@ def _decode_row(row: dict[str, Any], where: str, cfg: PipelineConfig) -> tuple[n
     for audio, src in sources:
         # decode_audio validates (empty, NaN/inf, length, channels) before resampling
         samples, _ = decode_audio(audio, src, target_sr=cfg.features.sample_rate, max_seconds=cfg.max_seconds)
+        if cfg.augment is not None and cfg.augment.waveform and not clips:
+            samples = _augment_row(row, samples, cfg)
         f = log_mel(samples, cfg.features)
         feats.append(f)
         frames.append(f.shape[1])
     return (feats[0] if len(feats) == 1 else np.concatenate(feats, axis=1)), frames
+
+
+def _augment_row(row: dict[str, Any], samples: np.ndarray, cfg: PipelineConfig) -> np.ndarray:
+    """Augmented samples [N']; a speed change rescales the row's event times and duration in place."""
+    aug, sr = cfg.augment, cfg.features.sample_rate
+    assert aug is not None
+    rng = row_rng(aug.seed, str(row["id"]), next_pass(aug.seed, str(row["id"])))
+    samples, scale, _ = augment_waveform(samples, sr, aug, rng)
+    if scale != 1.0:
+        row["event_times_s"] = [min(t * scale, samples.size / sr) for t in row["event_times_s"]]
+        row["duration_s"] = samples.size / sr
+    return samples
 
 
 FEATURE_SCHEMA = pa.schema(

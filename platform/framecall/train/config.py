@@ -5,8 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from framecall.audio.augment import AugmentConfig
 from framecall.frames.decoding import DECODERS, decoder_serves
 from framecall.frames.losses import FRAME_LOSSES, HEAD_OF_LOSS
+from framecall.token_answers import TARGET_FORMATS
+
+
+_HELDOUT_VOICES = ("en-us-nyc", "en-gb-x-gbclan", "en-gb-x-gbcwmd", "+klatt", "+Annie", "+david")
+"""= framecall.data.synthetic.HELDOUT_VOICES (tests/data/test_synthetic.py checks they agree)."""
 
 
 @dataclass
@@ -16,15 +22,30 @@ class DataSection:
     data_dir: str = "runs/data/words_all_8k"
     """Shard directory (``--data``). Relative paths resolve against the working directory."""
     make_if_missing: bool = True
-    """If ``data_dir`` has no shards, make a synthetic corpus there (tiny default)."""
+    """If ``data_dir`` has no shards, make a synthetic corpus there (tiny default). A corpus a training
+    job made records its generator parameters; when they differ from the synth_* fields below it is
+    rebuilt in place (with this off: refused, naming the parameters). Corpora from make_data.py or
+    converters are used as they are."""
     synth_task: str = "words_all"
     synth_num: int = 8000
     """8,000 items: with 2,000 the tiny model plateaued at 75% acc@20 (BENCHMARKS.md)."""
     synth_seed: int = 0
     synth_max_seconds: float = 5.0
+    synth_heldout_voices: list[str] = field(default_factory=lambda: list(_HELDOUT_VOICES))
+    """Voice families no train/val/test item uses (framecall.data.synthetic.HELDOUT_VOICES)."""
+    synth_heldout_num: int = 400
+    """Extra items spoken only by held-out voices, in split ``test_heldout_voice`` (0: none)."""
+    synth_target_format: str = "compact"
+    """words_all token target: compact [0.21, ...] | json_objects [{"word": .., "start": ..}] (the paper's)."""
     train_split: str = "train"
     val_split: str = "val"
     test_split: str = "test"
+    extra_test_splits: list[str] = field(default_factory=lambda: ["test_heldout_voice"])
+    """Further splits the final evaluation reports beside ``test_split``, where the data has them."""
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    """Training-split augmentation (framecall.audio.augment), each kind off by default. Waveform
+    kinds run in the Ray Data stage and turn the training feature cache off; SpecAugment runs on the
+    worker after it."""
     bad_rows: str = "fail"
     """fail | skip (see framecall.data.pipeline)."""
     cache_features: bool = True
@@ -37,6 +58,9 @@ class DataSection:
     def __post_init__(self) -> None:
         if self.bad_rows not in ("fail", "skip"):
             raise ValueError(f"data.bad_rows must be 'fail' or 'skip', got {self.bad_rows!r}")
+        if self.synth_target_format not in TARGET_FORMATS:
+            raise ValueError(f"data.synth_target_format must be one of {list(TARGET_FORMATS)}, "
+                             f"got {self.synth_target_format!r}")
         for source, weight in self.mixture.items():
             if not weight > 0:
                 raise ValueError(f"data.mixture weight of {source!r} must be > 0, got {weight}")

@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from framecall.audio.augment import spec_augment
 from framecall.config import from_dict
 from framecall.data.collate import FrameCollator
 from framecall.frames.losses import get_frame_loss
@@ -268,11 +269,15 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     t_start, epoch = time.time(), 0
     w.model.train()
     done = w.step >= cfg.train.max_steps
+    spec = cfg.data.augment.specaugment  # on the worker, after the feature cache: cached rows get fresh masks
+    spec_gen = torch.Generator().manual_seed(cfg.data.augment.seed * 1000 + w.rank) if spec.enabled else None
     while not done:
         batches = train_shard.iter_torch_batches(batch_size=cfg.train.batch_size, collate_fn=w.collate,
                                                  local_shuffle_buffer_size=4 * cfg.train.batch_size,
                                                  local_shuffle_seed=cfg.train.seed + 1000 * epoch + w.rank)
         for batch in w.timer.timed_iter(batches, "data"):
+            if spec_gen is not None:
+                batch["features"] = spec_augment(batch["features"], batch["feature_mask"], spec, spec_gen)
             parts = train_step(w, batch)
             if w.logger is not None and (w.step % 10 == 0 or w.step == 1):
                 _log_train(w, dict(parts), t_start)

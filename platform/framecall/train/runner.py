@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -49,22 +49,15 @@ def ensure_data(cfg: TrainJobConfig) -> list[Path]:
         for d in dirs:
             list_shards(d)  # a missing source is an error: a mixture is never synthesised silently
         return dirs
-    data_dir = Path(cfg.data.data_dir).resolve()
-    try:
-        list_shards(data_dir)
-        return [data_dir]
-    except FileNotFoundError:
-        if not cfg.data.make_if_missing:
-            raise
-    from framecall.data.shards import ShardWriter
-    from framecall.data.synthetic import SynthConfig, generate
+    from framecall.data.synthetic import SynthConfig, ensure_synthetic
 
-    synth = SynthConfig(task=cfg.data.synth_task, num=cfg.data.synth_num, seed=cfg.data.synth_seed,
-                        max_seconds=cfg.data.synth_max_seconds)
-    print(f"[framecall] no shards in {data_dir}: making {synth.num} synthetic '{synth.task}' items")
-    with ShardWriter(data_dir, params={"synth": to_dict(synth)}) as writer:
-        writer.write_all(generate(synth))
-    return [data_dir]
+    d = cfg.data
+    heldout = d.synth_heldout_num if d.synth_task != "events" else 0  # events have no voices
+    synth = SynthConfig(task=d.synth_task, num=d.synth_num, seed=d.synth_seed, max_seconds=d.synth_max_seconds,
+                        heldout_voices=list(d.synth_heldout_voices) if heldout else [], heldout_num=heldout,
+                        target_format=d.synth_target_format)
+    # made if missing; a corpus this job made earlier with other parameters is rebuilt or refused
+    return [ensure_synthetic(d.data_dir, synth, d.make_if_missing)]
 
 
 def mix_datasets(parts: list[tuple[Any, float]], seed: int):
@@ -118,20 +111,26 @@ def prepare_datasets(cfg: TrainJobConfig, data_dirs: list[Path], data_manifests:
     spec = backbone_spec(cfg.model.name)
     pipe = PipelineConfig(bad_rows=cfg.data.bad_rows, features=spec.feature_params, num_cpus=0.5,
                           max_seconds=30.0 if spec.model_type == "qwen2_audio" else 600.0)
+    augment = cfg.data.augment if cfg.data.augment.waveform else None
     datasets = {}
     for name, split in (("train", cfg.data.train_split), ("val", cfg.data.val_split)):
         parts = []
+        # waveform augmentation: training split only, and never cached (each epoch draws afresh)
+        split_pipe = replace(pipe, augment=augment) if name == "train" else pipe
+        cache = materialize and split_pipe.augment is None
         for data_dir, data_manifest, weight in zip(data_dirs, data_manifests, cfg.data.sources.values()):
-            ds = build_dataset(data_dir, pipe, split=split).dataset
+            ds = build_dataset(data_dir, split_pipe, split=split).dataset
             ds.context.enable_progress_bars = False  # one line per epoch in the logs is enough
-            ds = ds.materialize() if materialize else ds
-            if ds.count() == 0:
+            ds = ds.materialize() if cache else ds
+            # uncached: count from the manifest (ds.count() would featurize, and augment, every row once)
+            rows = ds.count() if cache else sum(c.get(split, 0) for c in data_manifest.get("counts", {}).values())
+            if rows == 0:
                 raise ValueError(f"{data_dir}: split {split!r} has no rows; splits present: "
                                  f"{data_manifest.get('counts')}")
             parts.append((ds, weight))
         if name == "train":
             datasets[name] = mix_datasets(parts, cfg.train.seed)
-            if materialize and len(parts) > 1:
+            if cache and len(parts) > 1:
                 # run the mixture's shuffle now: once the workers hold every CPU it could not be scheduled
                 datasets[name] = datasets[name].materialize()
         else:  # validation: every row of every source, scored per task
@@ -249,6 +248,25 @@ def fit(cfg: TrainJobConfig, callbacks: list | None = None, run_tags: dict[str, 
     return FitResult(output, best_dir, run_id, tracking_uri, scores, table, time.time() - t0, registered)
 
 
+def evaluate_extra_splits(cfg: TrainJobConfig, best_dir: Path, data_dirs: list[Path],
+                          tasks: list[str]) -> dict[str, tuple[dict, str]]:
+    """{split: (scores, table)} for each of ``data.extra_test_splits`` the data has (held-out voices)."""
+    from framecall.train.evaluate import evaluate_checkpoint
+
+    out = {}
+    for split in cfg.data.extra_test_splits:
+        dirs = [d for d in data_dirs
+                if any(split in by_split for by_split in read_data_manifest(d).get("counts", {}).values())]
+        if not dirs:  # corpora from make_data.py or converters may have none
+            print(f"[framecall] data.extra_test_splits: no {split!r} rows in {[str(d) for d in data_dirs]}")
+            continue
+        scores, table, _ = evaluate_checkpoint(best_dir, dirs, split=split, decoders=[*cfg.eval.decoders, "tokens"],
+                                               max_new_tokens=cfg.eval.max_new_tokens,
+                                               title=f"{cfg.loss_name} on {', '.join(tasks)} ({split} split)")
+        out[split] = (scores, table)
+    return out
+
+
 def finish_run(cfg: TrainJobConfig, best_dir: Path, data_dirs: list[Path], tasks: list[str], tracking_uri: str,
                run_id: str) -> tuple[dict, str, str | None]:
     """Evaluate the best checkpoint on the test split, log table + checkpoint to the run, register
@@ -263,6 +281,12 @@ def finish_run(cfg: TrainJobConfig, best_dir: Path, data_dirs: list[Path], tasks
     logger = tracking.RunLogger(tracking_uri, run_id)
     logger.metrics({k.replace("test_", "test/"): v for k, v in flat_metrics(scores, "test").items()},
                    step=read_manifest(best_dir).global_step)
+    extra = evaluate_extra_splits(cfg, best_dir, data_dirs, tasks)
+    for split, (split_scores, split_table) in extra.items():
+        logger.metrics({k.replace(f"{split}_", f"{split}/", 1): v for k, v in flat_metrics(split_scores, split).items()},
+                       step=read_manifest(best_dir).global_step)
+        (output / f"test_metrics_{split}.json").write_text(json.dumps(split_scores, indent=2))
+        table = f"{table}\n\n{split_table}"
     logger.text(table, "test_table.md")
     logger.artifacts(best_dir, "checkpoint")
     registered = None
