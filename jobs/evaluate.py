@@ -1,7 +1,11 @@
 """Evaluate a frame-model checkpoint: acc@20/40/100 ms, MAD and count error per decoder.
 
     python jobs/evaluate.py --checkpoint runs/train_poisson/best --data runs/data/words_all_8k \
-        --output-json runs/eval.json [--split test --decoders topn_nms,posterior_mode]
+        --output-json runs/eval.json [--split test --decoders topn_nms,smoothed_posterior_mode]
+        [--pairings positional,greedy,hungarian_l1,hungarian_acc --conventions paper]
+
+Default: every registered decoder the checkpoint's head reads (plus generated answers), scored with
+positional and accuracy-optimal Hungarian pairing.
 """
 
 import sys

@@ -141,3 +141,21 @@ def test_score_records_reports_each_pairing_and_the_table_says_which():
     assert "smoothed_posterior_mode" in poisson and "smoothed_topk" not in poisson
     assert usable_decoders(["all", "tokens"], "binary", token_output=True)[-1] == "tokens"
     assert "posterior_mode" not in usable_decoders(["all"], "binary")
+
+
+def test_eval_and_head_config_are_validated():
+    from framecall.config import ConfigError, build_config
+    from framecall.train.config import TrainJobConfig
+
+    cfg = build_config(TrainJobConfig, flags={}, overrides=[
+        "model.head_bias=-6.9", "model.head_weight_init=torch_default", "eval.pairings=[positional,greedy]",
+        "eval.conventions=paper", "eval.decoders=[all]"])
+    assert cfg.head_init_bias == -6.9 and cfg.eval.pairings == ["positional", "greedy"]
+    assert build_config(TrainJobConfig, flags={}, overrides=[]).head_init_bias == -6.0
+    assert build_config(TrainJobConfig, flags={}, overrides=["train.loss=binary"]).head_init_bias == 0.0
+    for bad, msg in (("eval.pairings=[hungarian]", "unknown pairing 'hungarian'"),
+                     ("eval.conventions=authors", "eval.conventions must be one of"),
+                     ("model.head_weight_init=xavier", "model.head_weight_init must be one of"),
+                     ("eval.default_decoder=all", "unknown decoder 'all'")):
+        with pytest.raises((ConfigError, ValueError), match=msg):
+            build_config(TrainJobConfig, flags={}, overrides=[bad])

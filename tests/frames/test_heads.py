@@ -39,3 +39,17 @@ def test_errors():
         BinaryFrameHead(8)(torch.randn(2, 3, 9))
     with pytest.raises(ValueError, match="unknown head 'ctc'"):
         make_head("ctc", 8)
+
+
+def test_init_options_bias_and_weights():
+    torch.manual_seed(0)
+    assert make_head("poisson", 64).proj.bias.tolist() == [-6.0] * 4
+    assert make_head("binary", 64).proj.bias.tolist() == [0.0] * 4
+    assert make_head("poisson", 64, bias=-6.9).proj.bias.tolist() == pytest.approx([-6.9] * 4)
+    # scaled_normal: std 0.1 / sqrt(H) = 0.0125 for H = 64; torch_default: U(-1/8, 1/8), std 1/8/sqrt(3) = 0.072
+    small = make_head("poisson", 64, weight_init="scaled_normal").proj.weight.detach()
+    wide = make_head("poisson", 64, weight_init="torch_default").proj.weight.detach()
+    assert 0.009 < float(small.std()) < 0.016 and 0.055 < float(wide.std()) < 0.09
+    assert float(wide.abs().max()) <= 1 / 8
+    with pytest.raises(ValueError, match="unknown head weight init 'xavier'"):
+        make_head("binary", 8, weight_init="xavier")

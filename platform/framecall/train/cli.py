@@ -77,15 +77,21 @@ def evaluate_main(argv: list[str] | None = None, doc: str = "") -> None:
                    help="checkpoint directory (with manifest.json) or models:/name/version (MLFLOW_TRACKING_URI)")
     p.add_argument("--data", required=True, help="shard directory; several separated by commas")
     p.add_argument("--split", default="test", help="split to evaluate ('all' for every row)")
-    p.add_argument("--decoders", default="topn_nms,posterior_mode,posterior_median,joint_dp,topk,tokens",
-                   help="frame decoders and/or 'tokens' (generated answers); those the model lacks are skipped")
+    p.add_argument("--decoders", default="all,tokens",
+                   help="frame decoders, 'all' (every registered one the head reads) and/or 'tokens' (generated "
+                        "answers); those the model lacks are skipped")
+    p.add_argument("--pairings", default="positional,hungarian_acc",
+                   help="metric pairings: positional, greedy, hungarian_l1, hungarian_acc (the first is the main one)")
+    p.add_argument("--conventions", default="framecall", choices=["framecall", "paper"],
+                   help="paper: errors rounded to 1 ms, extra predictions dropped, a miss charged half the audio in MAD")
     p.add_argument("--max-new-tokens", type=int, default=256)
     p.add_argument("--max-items", type=int)
     p.add_argument("--output-json", help="write the scores here as JSON")
     args = p.parse_args(argv)
     split = None if args.split == "all" else args.split
     scores, table, _ = evaluate_checkpoint(args.checkpoint, args.data.split(","), split, args.decoders.split(","),
-                                           max_items=args.max_items, max_new_tokens=args.max_new_tokens)
+                                           max_items=args.max_items, max_new_tokens=args.max_new_tokens,
+                                           pairings=args.pairings.split(","), convention=args.conventions)
     print(table)
     if args.output_json:
         Path(args.output_json).write_text(json.dumps(scores, indent=2))

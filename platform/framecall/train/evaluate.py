@@ -10,6 +10,7 @@ import torch
 from framecall.data.collate import FrameCollator
 from framecall.data.pipeline import PipelineConfig, iterate_rows_locally
 from framecall.frames.units import FrameGrid
+from framecall.metrics import check_pairing
 from framecall.models.frame_model import load_frame_model
 from framecall.train.evaluation import (DEFAULT_PAIRINGS, predict_batch, results_table, score_records,
                                         usable_decoders)
@@ -27,6 +28,8 @@ def evaluate_checkpoint(ckpt_dir: str | Path, data_dir: str | Path | Sequence[st
     names, "all" (every registered decoder the head supports) and/or "tokens"; None: the
     manifest's default. ``pairings`` / ``convention``: see :func:`score_records`.
     """
+    for pairing in pairings:  # a typo fails before the model loads
+        check_pairing(pairing, convention)
     model, manifest = load_frame_model(ckpt_dir, expect_head=expect_head)
     head = manifest.head
     decoders = usable_decoders(decoders or [manifest.default_decoder], head, manifest.token_output)
