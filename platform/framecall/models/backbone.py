@@ -7,7 +7,10 @@ encoder's outputs into those positions. The adapter owns
 - feature extraction parameters (Qwen2-Audio: exactly 3000 mel frames; Omni: any length),
 - the prompt (question before the audio for frame heads, so the causal decoder's audio
   states see it; after it for text answers), recorded as ``prompt_order``,
-- the forward pass and the gather of audio-token states with their mask.
+- the forward pass and the gather of audio-token states with their mask,
+- the attention pattern: causal, or bidirectional inside each audio block
+  (``bidirectional_audio``, :mod:`framecall.models.attention`), carried by the object so every
+  consumer (training, evaluation, Serve, batch prediction, generation) gets the same.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import torch
 from torch import nn
 
 from framecall.audio.features import FeatureParams
+from framecall.models.attention import ATTN_IMPLEMENTATIONS, AudioBlockAttention
 from framecall.models.spec import qwen_audio_tokens
 from framecall.models.tiny import TINY_PRESETS, ensure_tiny
 from framecall.prompts import ANSWER_HINT, multi_clip_prompt
@@ -102,7 +106,7 @@ class QwenAudioBackbone(nn.Module):
     """
 
     def __init__(self, model: nn.Module, tokenizer, model_type: str, source: str,
-                 prompt_order: PromptOrder = "question_first") -> None:
+                 prompt_order: PromptOrder = "question_first", bidirectional_audio: bool = False) -> None:
         super().__init__()
         self.model = model
         self.tokenizer = tokenizer
@@ -115,6 +119,34 @@ class QwenAudioBackbone(nn.Module):
                                   or getattr(model.config, "audio_token_index"))
         self.frame_s = FRAME_S
         self.feature_params = feature_params_for(model_type, int(model.config.audio_config.num_mel_bins))
+        # hooks live on the HF modules themselves, so they survive peft wrapping and merging
+        self._audio_attention = AudioBlockAttention(model.model, model.model.language_model,
+                                                    *self._audio_marker_ids(tokenizer, source))
+        self.set_bidirectional_audio(bidirectional_audio)
+
+    @staticmethod
+    def _audio_marker_ids(tokenizer, source: str) -> tuple[int, int]:
+        ids = tokenizer.convert_tokens_to_ids(["<|audio_bos|>", "<|audio_eos|>"])
+        if any(i is None or i == tokenizer.unk_token_id for i in ids):
+            raise BackboneError(f"{source}: the tokenizer has no <|audio_bos|>/<|audio_eos|> tokens")
+        return int(ids[0]), int(ids[1])
+
+    @property
+    def bidirectional_audio(self) -> bool:
+        """Whether positions of one audio block attend to each other in both directions."""
+        return self._audio_attention.enabled
+
+    def set_bidirectional_audio(self, on: bool) -> None:
+        """Turn bidirectional attention among audio positions on or off (refused under an
+        attention implementation that cannot take the mask, e.g. flash attention)."""
+        if on:
+            self._audio_attention.enable()
+        else:
+            self._audio_attention.disable()
+
+    @property
+    def attn_implementation(self) -> str:
+        return str(self.model.config.get_text_config()._attn_implementation)
 
     @property
     def inner(self) -> nn.Module:
@@ -222,11 +254,12 @@ class QwenAudioBackbone(nn.Module):
         p = next(self.model.parameters())
         return p.device, p.dtype
 
-    def encode(self, batch: dict, order: PromptOrder | None = None,
-               targets: list[str] | None = None) -> tuple[torch.Tensor, AudioBatchInputs]:
+    def encode(self, batch: dict, order: PromptOrder | None = None, targets: list[str] | None = None,
+               padding_side: str = "right") -> tuple[torch.Tensor, AudioBatchInputs]:
         """Final-layer states of every position, [B, L, H], and the inputs that made them."""
         device, dtype = self._device_dtype()
-        inputs = self.build_inputs(batch["prompts"], batch["features"], batch["feature_mask"], order, targets)
+        inputs = self.build_inputs(batch["prompts"], batch["features"], batch["feature_mask"], order, targets,
+                                   padding_side)
         out = self.inner(
             input_ids=inputs.input_ids.to(device),
             attention_mask=inputs.attention_mask.to(device),
@@ -283,9 +316,16 @@ class QwenAudioBackbone(nn.Module):
         return self.tokenizer.batch_decode(out[:, inputs.input_ids.shape[1]:], skip_special_tokens=True)
 
 
-def load_backbone(model: str, dtype: torch.dtype | None = None,
-                  prompt_order: PromptOrder = "question_first") -> QwenAudioBackbone:
-    """Load ``model`` (a tiny preset, a local checkpoint or a hub id) through from_pretrained."""
+def load_backbone(model: str, dtype: torch.dtype | None = None, prompt_order: PromptOrder = "question_first",
+                  bidirectional_audio: bool = False, attn_implementation: str = "auto") -> QwenAudioBackbone:
+    """Load ``model`` (a tiny preset, a local checkpoint or a hub id) through from_pretrained.
+
+    ``attn_implementation``: auto (transformers' choice: SDPA here) | eager | sdpa;
+    ``bidirectional_audio``: see :class:`framecall.models.attention.AudioBlockAttention`.
+    """
+    if attn_implementation not in ATTN_IMPLEMENTATIONS:
+        raise BackboneError(f"attn_implementation must be one of {list(ATTN_IMPLEMENTATIONS)}, "
+                            f"got {attn_implementation!r}")
     from transformers import AutoTokenizer, Qwen2_5OmniThinkerForConditionalGeneration, \
         Qwen2AudioForConditionalGeneration
     from transformers.utils import logging as hf_logging
@@ -295,7 +335,10 @@ def load_backbone(model: str, dtype: torch.dtype | None = None,
     classes: dict[str, Any] = {"qwen2_5_omni_thinker": Qwen2_5OmniThinkerForConditionalGeneration,
                "qwen2_audio": Qwen2AudioForConditionalGeneration}
     hf_logging.disable_progress_bar()
-    lm = classes[config.model_type].from_pretrained(path, config=config, dtype=dtype or torch.float32)
+    impl = None if attn_implementation == "auto" else attn_implementation
+    lm = classes[config.model_type].from_pretrained(path, config=config, dtype=dtype or torch.float32,
+                                                    attn_implementation=impl)
     tokenizer = AutoTokenizer.from_pretrained(path)
     kind = "qwen2_audio" if config.model_type == "qwen2_audio" else "qwen2_5_omni"
-    return QwenAudioBackbone(lm, tokenizer, kind, source=model, prompt_order=prompt_order)
+    return QwenAudioBackbone(lm, tokenizer, kind, source=model, prompt_order=prompt_order,
+                             bidirectional_audio=bidirectional_audio)

@@ -120,8 +120,10 @@ def save_weights(model: FrameModel, ckpt_dir: Path) -> None:
 
 def build_frame_model(model_name: str, head: str, subframes: int, finetune: str = "full",
                       dtype: torch.dtype | None = None, token_output: bool = False,
-                      token_order: str = "audio_first", **lora) -> FrameModel:
-    backbone = load_backbone(model_name, dtype=dtype)
+                      token_order: str = "audio_first", bidirectional_audio: bool = False,
+                      attn_implementation: str = "auto", **lora) -> FrameModel:
+    backbone = load_backbone(model_name, dtype=dtype, bidirectional_audio=bidirectional_audio,
+                             attn_implementation=attn_implementation)
     model = FrameModel(backbone, head, subframes, token_output=token_output, token_order=token_order)
     return apply_finetune(model, finetune, **lora)
 
@@ -148,7 +150,7 @@ def load_frame_model(ckpt_dir: str | Path, expect_head: str | None = None,
     model = build_frame_model(backbone_source(manifest, ckpt_dir), manifest.head, manifest.subframes,
                               manifest.finetune, dtype=dtype, token_output=manifest.token_output,
                               token_order=manifest.token_prompt_order, lora_r=lora.r, lora_alpha=lora.alpha,
-                              lora_targets=lora.targets)
+                              lora_targets=lora.targets, bidirectional_audio=manifest.bidirectional_audio)
     state = load_weights(ckpt_dir, manifest)
     missing, unexpected = model.load_state_dict(state, strict=False)
     if unexpected:

@@ -86,10 +86,17 @@ class ModelSection:
     dtype: str = "auto"
     """auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16."""
     gradient_checkpointing: bool = False
+    bidirectional_audio: bool = True
+    """Positions of one audio block (<|audio_bos|> ... <|audio_eos|>) attend to each other in both
+    directions inside the decoder; text stays causal (the authors' setting; recorded in the manifest)."""
+    attn_implementation: str = "auto"
+    """auto (transformers' choice: SDPA) | eager | sdpa. Flash attention cannot take the audio-block mask."""
 
     def __post_init__(self) -> None:
         if self.finetune not in ("full", "lora", "head"):
             raise ValueError(f"model.finetune must be full, lora or head, got {self.finetune!r}")
+        if self.attn_implementation not in ("auto", "eager", "sdpa"):
+            raise ValueError(f"model.attn_implementation must be auto, eager or sdpa, got {self.attn_implementation!r}")
         if self.subframes < 1:
             raise ValueError("model.subframes must be >= 1")
         if self.dtype not in ("auto", "float32", "bfloat16"):

@@ -134,7 +134,9 @@ def setup_worker(config: dict[str, Any]) -> Worker:
     model = build_frame_model(cfg.model.name, cfg.head, cfg.model.subframes, cfg.model.finetune,
                               dtype=resolve_dtype(cfg.model.dtype, device), token_output=cfg.token_output,
                               token_order=cfg.token_prompt_order, lora_r=cfg.model.lora_r,
-                              lora_alpha=cfg.model.lora_alpha, lora_targets=cfg.model.lora_targets)
+                              lora_alpha=cfg.model.lora_alpha, lora_targets=cfg.model.lora_targets,
+                              bidirectional_audio=cfg.model.bidirectional_audio,
+                              attn_implementation=cfg.model.attn_implementation)
     if cfg.model.gradient_checkpointing and device.type == "cuda":
         model.backbone.model.gradient_checkpointing_enable()
     params = [p for p in model.parameters() if p.requires_grad]

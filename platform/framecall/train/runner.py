@@ -168,7 +168,8 @@ def frame_manifest(cfg: TrainJobConfig, data_dirs: list[Path], run_id: str, trac
         lora=LoraSpec(cfg.model.lora_r, cfg.model.lora_alpha, targets=list(cfg.model.lora_targets))
         if cfg.model.finetune == "lora" else None,
         mlflow_run_id=run_id, mlflow_tracking_uri=tracking_uri, git_sha=provenance["git_sha"],
-        data_manifest_sha256=provenance["data_manifest_sha256"], nms_min_separation=cfg.eval.nms_min_separation)
+        data_manifest_sha256=provenance["data_manifest_sha256"], nms_min_separation=cfg.eval.nms_min_separation,
+        bidirectional_audio=cfg.model.bidirectional_audio)
 
 
 def fit(cfg: TrainJobConfig, callbacks: list | None = None, run_tags: dict[str, str] | None = None,
