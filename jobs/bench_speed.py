@@ -5,7 +5,10 @@ and words_all shards with long enough clips for every bucket (1-5 ... 26+ words)
 
     python jobs/make_data.py --task words_all --num 400 --min-seconds 1 --max-seconds 14 --output runs/data/speed
     python jobs/bench_speed.py --checkpoint runs/reproduce/interpolated/best --data runs/data/speed \
-        --output-json runs/bench_speed.json --figure runs/bench_speed.png
+        --output-json runs/bench_speed.json --figure runs/bench_speed.png --target-formats compact,json_objects
+
+``--target-formats``: the answer length generation is held to, per format: ``data`` (the rows'
+target_text), ``compact`` ([0.21, ...]) or ``json_objects`` (the paper's [{"word": .., "start": ..}]).
 """
 
 import argparse
@@ -24,12 +27,14 @@ if __name__ == "__main__":
     p.add_argument("--split", default="all", help="split to draw items from ('all' for every row)")
     p.add_argument("--batch-sizes", default="1,8,32")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--target-formats", default="data", help="comma list of data, compact, json_objects")
     p.add_argument("--output-json")
     p.add_argument("--figure", default="bench_speed.png")
     p.add_argument("--mlflow-uri", help="log the table, JSON and figure to a new run here")
     args = p.parse_args()
     report = bench_speed(args.checkpoint, args.data, None if args.split == "all" else args.split,
-                         [int(b) for b in args.batch_sizes.split(",")], repeats=args.repeats)
+                         [int(b) for b in args.batch_sizes.split(",")], repeats=args.repeats,
+                         target_formats=args.target_formats.split(","))
     table = speed_table(report)
     print(table)
     fig = speed_figure(report)
@@ -40,7 +45,8 @@ if __name__ == "__main__":
         from framecall.tracking import RunLogger, start_run
 
         run = start_run(args.mlflow_uri, "bench_speed", Path(args.figure).resolve().parent / "mlartifacts",
-                        "bench_speed", params={"checkpoint": args.checkpoint, "data": args.data}, tags={})
+                        "bench_speed", params={"checkpoint": args.checkpoint, "data": args.data,
+                                             "target_formats": args.target_formats}, tags={})
         logger = RunLogger(args.mlflow_uri, run)
         logger.figure(fig, "speedup.png")
         logger.text(table, "speed_table.md")

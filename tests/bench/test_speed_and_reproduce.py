@@ -21,6 +21,17 @@ def test_bench_speed_times_both_paths_per_bucket(words_all_dir, tmp_path):
     assert "| 1-5 | 1 |" in speed_table(report) or "| 6-10 | 1 |" in speed_table(report)
     speed_figure(report).savefig(tmp_path / "fig.png")
     assert (tmp_path / "fig.png").stat().st_size > 1000
+    both = bench_speed(str(ckpt), str(words_all_dir), split=None, batch_sizes=(1,), repeats=1, warmup=0,
+                       target_formats=("compact", "json_objects"))
+    by_format = {(r["bucket"], r["target_format"]): r for r in both["results"]}
+    for bucket in {b for b, _ in by_format}:
+        compact, paper = by_format[(bucket, "compact")], by_format[(bucket, "json_objects")]
+        # the paper's objects name every word: more tokens per word, the same frame path
+        assert paper["tokens_per_word"] > compact["tokens_per_word"] + 2
+        assert paper["generated_tokens"] > compact["generated_tokens"] and paper["frame_s"] == compact["frame_s"]
+    assert "| json_objects |" in speed_table(both)
+    with pytest.raises(ValueError, match="target formats \\['yaml'\\] unknown"):
+        bench_speed(str(ckpt), str(words_all_dir), target_formats=("yaml",))
     frame_only = make_checkpoint(tmp_path / "frame_only", ["words_all"])
     with pytest.raises(CheckpointError, match="token output"):
         bench_speed(str(frame_only), str(words_all_dir))
