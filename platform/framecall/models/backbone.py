@@ -36,13 +36,33 @@ class BackboneError(ValueError):
     """A model name/path that cannot be loaded as a supported backbone."""
 
 
+def check_safetensors_dir(path: Path) -> None:
+    """A local checkpoint loads safetensors only: refuse one without ``*.safetensors`` weights, and
+    one whose safetensors header is unreadable or does not cover the file (truncated), naming the file.
+    Opening reads the header only, so this costs nothing next to the load."""
+    from safetensors import safe_open
+
+    weights = sorted(path.glob("*.safetensors"))
+    if not weights:
+        raise BackboneError(f"model path {path} has no *.safetensors weights (framecall loads safetensors only; "
+                            "re-save the model with save_pretrained(safe_serialization=True))")
+    for w in weights:
+        try:
+            with safe_open(str(w), framework="pt") as f:
+                f.keys()
+        except Exception as e:  # safetensors' own error types carry no file name
+            raise BackboneError(f"{w}: unreadable safetensors file ({e})") from None
+
+
 def resolve_model_path(model: str) -> str:
-    """``tiny-omni`` / ``tiny-qwen2-audio`` -> the cached tiny checkpoint; else a path or hub id."""
+    """``tiny-omni`` / ``tiny-qwen2-audio`` -> the cached tiny checkpoint; else a path (symlinks
+    resolved, safetensors checked) or a hub id (loaded with ``use_safetensors=True``)."""
     if model in TINY_PRESETS:
         return str(ensure_tiny(model))
     if Path(model).exists():
         if not (Path(model) / "config.json").is_file():
             raise BackboneError(f"model path {model} has no config.json (not a Hugging Face checkpoint)")
+        check_safetensors_dir(Path(model).resolve())
         return str(Path(model).resolve())
     if model.startswith(("/", ".", "~")) or model.count("/") != 1:
         raise BackboneError(
@@ -336,7 +356,7 @@ def load_backbone(model: str, dtype: torch.dtype | None = None, prompt_order: Pr
                "qwen2_audio": Qwen2AudioForConditionalGeneration}
     hf_logging.disable_progress_bar()
     impl = None if attn_implementation == "auto" else attn_implementation
-    lm = classes[config.model_type].from_pretrained(path, config=config, dtype=dtype or torch.float32,
+    lm = classes[config.model_type].from_pretrained(path, config=config, use_safetensors=True, dtype=dtype or torch.float32,
                                                     attn_implementation=impl)
     tokenizer = AutoTokenizer.from_pretrained(path)
     kind = "qwen2_audio" if config.model_type == "qwen2_audio" else "qwen2_5_omni"

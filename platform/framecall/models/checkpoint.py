@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Iterable, Literal
 
 from framecall.audio.features import FeatureParams
 from framecall.config import ConfigError, from_dict, to_dict
@@ -31,10 +32,22 @@ ADAPTER_DIR = "adapter"
 TRAINING_STATE = "training_state.pt"
 
 Stage = Literal["frame", "sft", "grpo", "base"]
+HEAD_KINDS = ("poisson", "binary", "tokens")
+MODEL_TYPES = ("qwen2_5_omni", "qwen2_audio")
+FINETUNE_MODES = ("full", "lora", "head")
+PROMPT_ORDERS = ("question_first", "audio_first")
+WEIGHTS_HEAD_KEY = "framecall.head"
+"""safetensors metadata key of model.safetensors recording the head kind it was saved with: Poisson
+and binary heads hold identical tensors, so only this (digest-checked with the weights) tells a
+swapped manifest ``head`` field apart."""
 
 
 class CheckpointError(ValueError):
     """A checkpoint directory that is missing pieces or does not fit what is asked of it."""
+
+
+class OutsideRootsError(CheckpointError):
+    """A file a checkpoint names (its directory, a symlink in it, its backbone) lies outside the allowed roots."""
 
 
 @dataclass
@@ -119,8 +132,15 @@ class CheckpointManifest:
             raise ValueError(f"format_version {self.format_version}, this code reads {FORMAT_VERSION}")
         if self.subframes < 1 or self.frame_s <= 0:
             raise ValueError("subframes must be >= 1 and frame_s > 0")
+        for name, allowed in (("head", HEAD_KINDS), ("model_type", MODEL_TYPES), ("finetune", FINETUNE_MODES),
+                              ("prompt_order", PROMPT_ORDERS), ("token_prompt_order", PROMPT_ORDERS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name}: {getattr(self, name)!r} is not one of {list(allowed)}")
         if self.finetune == "lora" and self.lora is None:
             raise ValueError("finetune 'lora' needs the lora section")
+        for name, rel in [*(("weights_sha256", k) for k in self.weights_sha256), ("adapter", self.adapter or "")]:
+            if rel and (Path(rel).is_absolute() or ".." in Path(rel).parts):
+                raise ValueError(f"{name}: {rel!r} must be a path inside the checkpoint (relative, no '..')")
 
     def check(self, where: str | Path, *, head: str | None = None, subframes: int | None = None,
               stage: Stage | tuple[Stage, ...] | None = None, model_type: str | None = None,
@@ -152,7 +172,7 @@ def upgrade_v1(data: dict[str, Any]) -> dict[str, Any]:
     """A format-1 manifest dict -> format 2: the same keys, the version bumped, LoRA's old
     ``r/alpha/targets`` kept, and ``stage`` frame (v1 only knew frame-head and token runs)."""
     out = {k: v for k, v in data.items() if k != "format_version"}
-    if out.get("lora") and out["lora"].get("targets") is None:
+    if isinstance(out.get("lora"), dict) and out["lora"].get("targets") is None:
         out["lora"] = {k: v for k, v in out["lora"].items() if k != "targets"}
     return {**out, "format_version": FORMAT_VERSION, "stage": "frame"}
 
@@ -181,8 +201,10 @@ def read_manifest(ckpt_dir: str | Path) -> CheckpointManifest:
         raise CheckpointError(f"{ckpt_dir}: no {MANIFEST} (not a framecall checkpoint)")
     try:
         data = json.loads(path.read_text())
-    except ValueError as e:
+    except (ValueError, RecursionError) as e:
         raise CheckpointError(f"{path}: not valid JSON ({e})") from None
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot read ({e.strerror})") from None
     if not isinstance(data, dict):
         raise CheckpointError(f"{path}: expected a JSON object")
     return manifest_from_dict(data, path)
@@ -219,8 +241,9 @@ def verify_weights(ckpt_dir: str | Path, manifest: CheckpointManifest) -> None:
 
 
 def load_weights(ckpt_dir: str | Path, manifest: CheckpointManifest, name: str = WEIGHTS):
-    """The checked state dict of ``name`` (safetensors only); a broken file names itself."""
-    from safetensors.torch import load_file
+    """The checked state dict of ``name`` (safetensors only); a broken file names itself, and
+    model.safetensors saved with another head kind than the manifest's ``head`` is refused."""
+    from safetensors import safe_open
 
     path = Path(ckpt_dir) / name
     if not path.is_file():
@@ -228,6 +251,54 @@ def load_weights(ckpt_dir: str | Path, manifest: CheckpointManifest, name: str =
     verify_weights(ckpt_dir, replace(manifest, weights_sha256={k: v for k, v in manifest.weights_sha256.items()
                                                                if k == name}))
     try:
-        return load_file(str(path))
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+            state = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as e:  # safetensors raises its own error types with no file name
         raise CheckpointError(f"{path}: unreadable safetensors file ({e})") from None
+    saved_head = metadata.get(WEIGHTS_HEAD_KEY)
+    if name == WEIGHTS and saved_head is not None and saved_head != manifest.head:
+        raise CheckpointError(f"{path}: weights were saved for a {saved_head!r} head, but the manifest's head field "
+                              f"says {manifest.head!r} (a swapped or edited manifest)")
+    return state
+
+
+def within_roots(path: str | Path, roots: Iterable[str | Path], what: str) -> Path:
+    """``path`` with every symlink resolved (realpath); refused unless under one of ``roots`` (also resolved)."""
+    real = Path(os.path.realpath(Path(path).expanduser()))
+    resolved = [Path(os.path.realpath(Path(r).expanduser())) for r in roots]
+    if not any(real == r or r in real.parents for r in resolved):
+        raise OutsideRootsError(f"{what} {path} resolves to {real}, outside the allowed roots "
+                                f"{[str(r) for r in resolved]}")
+    return real
+
+
+def _check_tree(top: Path, roots: list[Path], what: str) -> None:
+    """Every symlink under ``top`` (files and directories; not followed) must resolve inside ``roots``."""
+    for dirpath, dirnames, filenames in os.walk(top, followlinks=False):
+        for entry in (*dirnames, *filenames):
+            p = Path(dirpath) / entry
+            if p.is_symlink():
+                within_roots(p, roots, f"{what}: symlink")
+
+
+def local_backbone_paths(manifest: CheckpointManifest, ckpt_dir: str | Path) -> list[Path]:
+    """Every directory the manifest's ``backbone`` may load from on this machine: inside the checkpoint
+    (an export) and as given (absolute, or relative to the working directory). None for a tiny preset or
+    a hub id (names, not files); a path-like name (absolute, ``~``, ``.``/``..``) counts even when absent."""
+    name = manifest.backbone
+    path_like = name.startswith(("/", ".", "~")) or ".." in Path(name).parts
+    candidates = [Path(name).expanduser()] if Path(name).is_absolute() else [Path(ckpt_dir) / name, Path(name)]
+    return [p for p in candidates if path_like or p.exists()]
+
+
+def check_roots(ckpt_dir: str | Path, manifest: CheckpointManifest, roots: Iterable[str | Path]) -> None:
+    """Refuse a checkpoint any of whose files resolves outside ``roots``: the directory itself, every
+    symlink inside it (weights, adapter), and a local ``backbone`` with every symlink inside that.
+    Raises :class:`OutsideRootsError` naming the manifest field or file."""
+    roots = [Path(r) for r in roots]
+    ckpt = within_roots(ckpt_dir, roots, "checkpoint")
+    _check_tree(ckpt, roots, f"checkpoint {ckpt_dir}")
+    for backbone in local_backbone_paths(manifest, ckpt_dir):
+        real = within_roots(backbone, roots, f"{Path(ckpt_dir) / MANIFEST}: field backbone {manifest.backbone!r}:")
+        _check_tree(real, roots, f"backbone {manifest.backbone}")

@@ -13,9 +13,9 @@ from torch import nn
 
 from framecall.frames.heads import make_head
 from framecall.models.backbone import QwenAudioBackbone, load_backbone
-from framecall.models.checkpoint import (WEIGHTS, CheckpointError, CheckpointManifest, LoraSpec, load_weights,
-                                         read_manifest)
-from framecall.models.registry import resolve_checkpoint
+from framecall.models.checkpoint import (WEIGHTS, WEIGHTS_HEAD_KEY, CheckpointError, CheckpointManifest, LoraSpec,
+                                         check_roots, load_weights, read_manifest)
+from framecall.models.registry import is_model_uri, resolve_checkpoint
 
 __all__ = ["FrameModel", "apply_finetune", "build_frame_model", "load_frame_model", "save_weights",
            "CheckpointError", "WEIGHTS"]
@@ -115,7 +115,8 @@ def apply_finetune(model: FrameModel, mode: str, lora_r: int = 16, lora_alpha: i
 
 
 def save_weights(model: FrameModel, ckpt_dir: Path) -> None:
-    save_file(model.trainable_state_dict(), str(ckpt_dir / WEIGHTS))
+    """model.safetensors with the head kind in its metadata (checked against the manifest on load)."""
+    save_file(model.trainable_state_dict(), str(ckpt_dir / WEIGHTS), metadata={WEIGHTS_HEAD_KEY: model.head_type})
 
 
 def build_frame_model(model_name: str, head: str, subframes: int, finetune: str = "full",
@@ -137,15 +138,20 @@ def backbone_source(manifest: CheckpointManifest, ckpt_dir: Path) -> str:
     return name
 
 
-def load_frame_model(ckpt_dir: str | Path, expect_head: str | None = None,
-                     dtype: torch.dtype | None = None) -> tuple[FrameModel, CheckpointManifest]:
+def load_frame_model(ckpt_dir: str | Path, expect_head: str | None = None, dtype: torch.dtype | None = None,
+                     allowed_roots: list[str] | None = None) -> tuple[FrameModel, CheckpointManifest]:
     """Rebuild the model a checkpoint describes and load its weights (safetensors only, digests checked).
 
     ``ckpt_dir``: a directory, or an MLflow URI (``models:/name/version``, ``runs:/id/checkpoint``)
-    resolved through the tracking server in ``MLFLOW_TRACKING_URI``.
+    resolved through the tracking server in ``MLFLOW_TRACKING_URI``. ``allowed_roots``: every file
+    the checkpoint names (directory, symlinks in it, a local backbone) must resolve under one of
+    these (a downloaded model URI's own directory counts as allowed); None: no restriction.
     """
+    ref = ckpt_dir
     ckpt_dir = resolve_checkpoint(ckpt_dir)
     manifest = read_manifest(ckpt_dir).check(ckpt_dir, head=expect_head, stage=("frame", "base"))
+    if allowed_roots is not None:
+        check_roots(ckpt_dir, manifest, [*allowed_roots, *([ckpt_dir] if is_model_uri(ref) else [])])
     lora = manifest.lora or LoraSpec()
     model = build_frame_model(backbone_source(manifest, ckpt_dir), manifest.head, manifest.subframes,
                               manifest.finetune, dtype=dtype, token_output=manifest.token_output,

@@ -12,6 +12,8 @@ import hashlib
 import json
 import os
 import shutil
+import tempfile
+import time
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -32,31 +34,97 @@ def resolve_checkpoint(ref: str | Path, tracking_uri: str | None = None) -> Path
     """A checkpoint directory for ``ref``: a path as is, an MLflow URI downloaded (cached per URI).
 
     ``tracking_uri`` defaults to ``MLFLOW_TRACKING_URI``. ``models:/name/latest`` and aliases
-    (``models:/name@best``) are downloaded afresh each time; numbered versions are immutable.
+    (``models:/name@best``) are downloaded afresh each time; numbered versions are immutable and
+    reused. A download lands in a private staging directory, its weights are checked against the
+    manifest's digests, and only then is it renamed into place (atomic): a download killed half
+    way is never reused, and a reader never sees a half-written cache entry.
     """
     if not is_model_uri(ref):
         return Path(ref)
-    import mlflow.artifacts
-    from mlflow.exceptions import MlflowException
-
+    ref = str(ref)
     uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
     if not uri:
         raise RegistryError(f"{ref}: set MLFLOW_TRACKING_URI (or pass the tracking URI) to resolve a model URI")
-    key = hashlib.sha256(f"{uri}|{ref}".encode()).hexdigest()[:16]
-    target = cache_dir("registry") / key
+    target = cache_entry(ref, uri)
+    root = target.parent
     immutable = ref.startswith("models:/") and ref.rstrip("/").split("/")[-1].isdigit()
-    if not (immutable and _find_manifest(target)):
-        shutil.rmtree(target, ignore_errors=True)
-        target.mkdir(parents=True)
-        try:
-            source = _version_source(ref, uri) if ref.startswith("models:/") else ref
-            mlflow.artifacts.download_artifacts(artifact_uri=source, tracking_uri=uri, dst_path=str(target))
-        except MlflowException as e:
-            shutil.rmtree(target, ignore_errors=True)
+    if immutable and (target / COMPLETE).is_file():
+        return _checkpoint_in(target, ref)
+    staged = _download(ref, uri, root, target.name)
+    _publish(staged, target, replace_existing=not immutable)
+    return _checkpoint_in(target, ref)
+
+
+def cache_entry(ref: str, tracking_uri: str) -> Path:
+    """The cache directory of a model URI from one tracking server (complete downloads only)."""
+    return cache_dir("registry") / hashlib.sha256(f"{tracking_uri}|{ref}".encode()).hexdigest()[:16]
+
+
+COMPLETE = ".framecall-complete"
+"""Written into a staged download after its digests verify; a cache entry without it is never used."""
+STALE_STAGING_S = 3600.0
+"""Staging directories of downloads this old are taken as killed and removed."""
+
+
+def _download(ref: str, uri: str, root: Path, key: str) -> Path:
+    """Download ``ref`` into a fresh staging directory under ``root`` and verify it; -> that directory."""
+    import mlflow.artifacts
+    from mlflow.exceptions import MlflowException
+
+    from framecall.models.checkpoint import CheckpointError, read_manifest, verify_weights
+
+    for old in root.glob(f".{key}.staging-*"):
+        if time.time() - old.stat().st_mtime > STALE_STAGING_S:
+            shutil.rmtree(old, ignore_errors=True)
+    staged = Path(tempfile.mkdtemp(prefix=f".{key}.staging-", dir=root))
+    try:
+        source = _version_source(ref, uri) if ref.startswith("models:/") else ref
+        mlflow.artifacts.download_artifacts(artifact_uri=source, tracking_uri=uri, dst_path=str(staged))
+        found = _find_manifest(staged)
+        if found is None:
+            raise RegistryError(f"{ref}: the artifacts hold no manifest.json (not a framecall checkpoint)")
+        verify_weights(found, read_manifest(found))
+        (staged / COMPLETE).write_text(json.dumps({"ref": ref, "tracking_uri": uri, "checkpoint":
+                                                   str(found.relative_to(staged))}))
+        return staged
+    except BaseException as e:
+        shutil.rmtree(staged, ignore_errors=True)
+        if isinstance(e, MlflowException):
             raise RegistryError(f"{ref} (tracking URI {uri}): {e.message}") from None
-    found = _find_manifest(target)
-    if found is None:
-        raise RegistryError(f"{ref}: the artifacts hold no manifest.json (not a framecall checkpoint)")
+        if isinstance(e, CheckpointError):
+            raise RegistryError(f"{ref}: downloaded checkpoint refused: {e}") from None
+        raise
+
+
+def _publish(staged: Path, target: Path, replace_existing: bool) -> None:
+    """Rename a verified download into place. An older entry of a moving ref (latest, an alias) is renamed
+    away first and removed after; a complete entry of an immutable version that another process published
+    meanwhile is kept (readers may be loading from it)."""
+    if not replace_existing and (target / COMPLETE).is_file():
+        shutil.rmtree(staged, ignore_errors=True)
+        return
+    retired = None
+    if target.exists():
+        retired = target.with_name(f".{target.name}.retired-{os.getpid()}-{time.monotonic_ns()}")
+        try:
+            os.rename(target, retired)
+        except FileNotFoundError:
+            retired = None
+    try:
+        os.rename(staged, target)
+    except OSError:
+        if not (target / COMPLETE).is_file():
+            raise
+        shutil.rmtree(staged, ignore_errors=True)  # lost the race to an identical, complete download
+    if retired is not None:
+        shutil.rmtree(retired, ignore_errors=True)
+
+
+def _checkpoint_in(entry: Path, ref: str) -> Path:
+    record = json.loads((entry / COMPLETE).read_text())
+    found = entry / record["checkpoint"]
+    if not (found / "manifest.json").is_file():
+        raise RegistryError(f"{ref}: cache entry {entry} lost its manifest.json; remove the entry to download again")
     return found
 
 
