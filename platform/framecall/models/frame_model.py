@@ -36,12 +36,14 @@ class FrameModel(nn.Module):
     """
 
     def __init__(self, backbone: QwenAudioBackbone, head: str, subframes: int = 4, token_output: bool = False,
-                 token_order: str = "audio_first") -> None:
+                 token_order: str = "audio_first", head_bias: float | None = None,
+                 head_weight_init: str = "scaled_normal") -> None:
         super().__init__()
         self.backbone = backbone
         self.head_type = head
         self.subframes = subframes
-        self.head = None if head == "tokens" else make_head(head, backbone.hidden_size, subframes)
+        self.head = None if head == "tokens" else make_head(head, backbone.hidden_size, subframes, head_bias,
+                                                             head_weight_init)
         self.token_output = token_output or head == "tokens"
         self.token_order = token_order
         self.finetune = "full"
@@ -121,11 +123,13 @@ def save_weights(model: FrameModel, ckpt_dir: Path) -> None:
 
 def build_frame_model(model_name: str, head: str, subframes: int, finetune: str = "full",
                       dtype: torch.dtype | None = None, token_output: bool = False,
-                      token_order: str = "audio_first", bidirectional_audio: bool = False,
+                      token_order: str = "audio_first", head_bias: float | None = None,
+                      head_weight_init: str = "scaled_normal", bidirectional_audio: bool = False,
                       attn_implementation: str = "auto", **lora) -> FrameModel:
     backbone = load_backbone(model_name, dtype=dtype, bidirectional_audio=bidirectional_audio,
                              attn_implementation=attn_implementation)
-    model = FrameModel(backbone, head, subframes, token_output=token_output, token_order=token_order)
+    model = FrameModel(backbone, head, subframes, token_output=token_output, token_order=token_order,
+                       head_bias=head_bias, head_weight_init=head_weight_init)
     return apply_finetune(model, finetune, **lora)
 
 

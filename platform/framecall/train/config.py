@@ -7,6 +7,8 @@ from typing import Any
 
 from framecall.audio.augment import AugmentConfig
 from framecall.frames.decoding import DECODERS, decoder_serves
+from framecall.frames.heads import DEFAULT_BIAS, WEIGHT_INITS
+from framecall.metrics import CONVENTIONS, PAIRINGS
 from framecall.frames.losses import FRAME_LOSSES, HEAD_OF_LOSS
 from framecall.token_answers import TARGET_FORMATS
 
@@ -86,6 +88,12 @@ class ModelSection:
     dtype: str = "auto"
     """auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16."""
     gradient_checkpointing: bool = False
+    head_bias: float | None = None
+    """Initial bias of the frame head; None: -6 for Poisson (exp(-6) ~ 0.0025 per sub-frame), 0 for
+    binary. The authors use -6.9 on LibriCount. Recorded in the manifest (head_init_bias)."""
+    head_weight_init: str = "scaled_normal"
+    """scaled_normal (N(0, (0.1/sqrt(H))^2): scores start at the bias) | torch_default (nn.Linear's
+    Kaiming-uniform, the authors' head)."""
     bidirectional_audio: bool = True
     """Positions of one audio block (<|audio_bos|> ... <|audio_eos|>) attend to each other in both
     directions inside the decoder; text stays causal (the authors' setting; recorded in the manifest)."""
@@ -93,6 +101,9 @@ class ModelSection:
     """auto (transformers' choice: SDPA) | eager | sdpa. Flash attention cannot take the audio-block mask."""
 
     def __post_init__(self) -> None:
+        if self.head_weight_init not in WEIGHT_INITS:
+            raise ValueError(f"model.head_weight_init must be one of {list(WEIGHT_INITS)}, "
+                             f"got {self.head_weight_init!r}")
         if self.finetune not in ("full", "lora", "head"):
             raise ValueError(f"model.finetune must be full, lora or head, got {self.finetune!r}")
         if self.attn_implementation not in ("auto", "eager", "sdpa"):
@@ -153,8 +164,10 @@ class TrainSection:
 
 @dataclass
 class EvalSection:
-    decoders: list[str] = field(default_factory=lambda: ["topn_nms", "posterior_mode", "posterior_median"])
-    """Decoders to report (Poisson-only ones are skipped for a binary head)."""
+    decoders: list[str] = field(default_factory=lambda: ["topn_nms", "posterior_mode", "posterior_median",
+                                                         "smoothed_posterior_mode", "smoothed_topk"])
+    """Decoders to report (those the head cannot read are skipped); "all": every registered one
+    (framecall.frames.decoding.DECODER_SPECS) the head supports."""
     default_decoder: str = "topn_nms"
     """Written into the checkpoint manifest; Serve and evaluate use it unless told otherwise."""
     nms_min_separation: int = 3
@@ -163,11 +176,27 @@ class EvalSection:
     """Held-out items drawn (spectrogram + curve + marks) per evaluation."""
     max_new_tokens: int = 256
     """Generation limit of token answers (a JSON list of 30 times is about 120 tokens)."""
+    pairings: list[str] = field(default_factory=lambda: ["positional", "hungarian_acc"])
+    """How predictions pair with gold events (framecall.metrics): positional | greedy | hungarian_l1 |
+    hungarian_acc. The first one selects checkpoints and has the plain metric names; each further one
+    is reported beside it as "<pairing>/<metric>" and in its own table columns."""
+    conventions: str = "framecall"
+    """framecall | paper (the authors': errors rounded to 1 ms, predictions beyond the gold count
+    dropped, a missed event charged half the audio length in MAD)."""
 
     def __post_init__(self) -> None:
-        for d in [*self.decoders, self.default_decoder]:
-            if d not in DECODERS:
-                raise ValueError(f"unknown decoder {d!r}; valid: {sorted(DECODERS)}")
+        for d in self.decoders:
+            if d not in DECODERS and d != "all":
+                raise ValueError(f"unknown decoder {d!r} in eval.decoders; valid: {sorted(DECODERS)} or 'all'")
+        if self.default_decoder not in DECODERS:
+            raise ValueError(f"unknown decoder {self.default_decoder!r}; valid: {sorted(DECODERS)}")
+        if not self.pairings or len(set(self.pairings)) != len(self.pairings):
+            raise ValueError(f"eval.pairings must name at least one pairing, each once; got {self.pairings}")
+        for p in self.pairings:
+            if p not in PAIRINGS:
+                raise ValueError(f"unknown pairing {p!r} in eval.pairings; valid: {list(PAIRINGS)}")
+        if self.conventions not in CONVENTIONS:
+            raise ValueError(f"eval.conventions must be one of {list(CONVENTIONS)}, got {self.conventions!r}")
 
 
 @dataclass
@@ -235,6 +264,13 @@ class TrainJobConfig:
         if self.train.token_prompt_order != "auto":
             return self.train.token_prompt_order
         return "question_first" if self.train.objective == "interpolated" else "audio_first"
+
+    @property
+    def head_init_bias(self) -> float | None:
+        """The frame head's initial bias as built (model.head_bias or the head's default); None: no frame head."""
+        if self.head == "tokens":
+            return None
+        return self.model.head_bias if self.model.head_bias is not None else DEFAULT_BIAS[self.head]
 
     @property
     def primary_output(self) -> str:

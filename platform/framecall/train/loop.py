@@ -135,6 +135,7 @@ def setup_worker(config: dict[str, Any]) -> Worker:
                               dtype=resolve_dtype(cfg.model.dtype, device), token_output=cfg.token_output,
                               token_order=cfg.token_prompt_order, lora_r=cfg.model.lora_r,
                               lora_alpha=cfg.model.lora_alpha, lora_targets=cfg.model.lora_targets,
+                              head_bias=cfg.model.head_bias, head_weight_init=cfg.model.head_weight_init,
                               bidirectional_audio=cfg.model.bidirectional_audio,
                               attn_implementation=cfg.model.attn_implementation)
     if cfg.model.gradient_checkpointing and device.type == "cuda":
@@ -203,7 +204,7 @@ def evaluate(w: Worker, val_shard, decoders: list[str]) -> tuple[dict, list[dict
             break
     w.model.train()
     all_records = [r for part in gather_objects(records, w.world) for r in part]
-    return score_records(all_records, decoders), figure_items
+    return score_records(all_records, decoders, cfg.eval.pairings, cfg.eval.conventions), figure_items
 
 
 def _log_figures(w: Worker, figure_items: list[dict]) -> None:

@@ -169,6 +169,7 @@ def frame_manifest(cfg: TrainJobConfig, data_dirs: list[Path], run_id: str, trac
         if cfg.model.finetune == "lora" else None,
         mlflow_run_id=run_id, mlflow_tracking_uri=tracking_uri, git_sha=provenance["git_sha"],
         data_manifest_sha256=provenance["data_manifest_sha256"], nms_min_separation=cfg.eval.nms_min_separation,
+        head_init_bias=cfg.head_init_bias,
         bidirectional_audio=cfg.model.bidirectional_audio)
 
 
@@ -263,6 +264,7 @@ def evaluate_extra_splits(cfg: TrainJobConfig, best_dir: Path, data_dirs: list[P
             continue
         scores, table, _ = evaluate_checkpoint(best_dir, dirs, split=split, decoders=[*cfg.eval.decoders, "tokens"],
                                                max_new_tokens=cfg.eval.max_new_tokens,
+                                               pairings=cfg.eval.pairings, convention=cfg.eval.conventions,
                                                title=f"{cfg.loss_name} on {', '.join(tasks)} ({split} split)")
         out[split] = (scores, table)
     return out
@@ -278,6 +280,7 @@ def finish_run(cfg: TrainJobConfig, best_dir: Path, data_dirs: list[Path], tasks
     output = best_dir.parent
     scores, table, _ = evaluate_checkpoint(best_dir, data_dirs, split=cfg.data.test_split,
                                            decoders=[*cfg.eval.decoders, "tokens"], max_new_tokens=cfg.eval.max_new_tokens,
+                                           pairings=cfg.eval.pairings, convention=cfg.eval.conventions,
                                            title=f"{cfg.loss_name} on {', '.join(tasks)} ({cfg.data.test_split} split)")
     logger = tracking.RunLogger(tracking_uri, run_id)
     logger.metrics({k.replace("test_", "test/"): v for k, v in flat_metrics(scores, "test").items()},
