@@ -7,15 +7,19 @@
 
 ``--url`` (default ``$FRAMECALL_URL`` or http://127.0.0.1:8000) and ``--api-key`` (default
 ``$FRAMECALL_API_KEY``). Many files get a progress bar; a failed file is reported with the
-server's error and the run exits non-zero after the others finish.
+server's error and the run exits non-zero after the others finish. A 503 (overload, a model
+replica restarting) is retried after the server's Retry-After, at most ``retries`` times.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -33,13 +37,31 @@ class FramecallError(RuntimeError):
 
 
 class FramecallClient:
-    def __init__(self, url: str | None = None, api_key: str | None = None, timeout: float = 300.0) -> None:
+    """``retries``: how many times a 503 is retried (after its Retry-After, at most ``max_retry_wait_s``);
+    ``retried`` counts the retries this client made."""
+
+    def __init__(self, url: str | None = None, api_key: str | None = None, timeout: float = 300.0,
+                 retries: int = 5, max_retry_wait_s: float = 30.0) -> None:
         self.url = (url or os.environ.get("FRAMECALL_URL") or DEFAULT_URL).rstrip("/")
         self.session = requests.Session()
         key = api_key if api_key is not None else os.environ.get("FRAMECALL_API_KEY")
         if key:
             self.session.headers["X-API-Key"] = key
         self.timeout = timeout
+        self.retries, self.max_retry_wait_s = retries, max_retry_wait_s
+        self.retried = 0
+        self._lock = threading.Lock()
+
+    def _send(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        """One request, retried on 503 (the only status that says "try again"), then checked."""
+        for attempt in range(self.retries + 1):
+            response = self.session.request(method, f"{self.url}{path}", timeout=self.timeout, **kwargs)
+            if response.status_code != 503 or attempt == self.retries:
+                return self._check(response)
+            with self._lock:
+                self.retried += 1
+            time.sleep(retry_delay(response.headers.get("Retry-After"), attempt, self.max_retry_wait_s))
+        raise AssertionError("unreachable")
 
     def _check(self, response: requests.Response) -> requests.Response:
         if response.status_code >= 400:
@@ -51,21 +73,32 @@ class FramecallClient:
         return response
 
     def health(self) -> dict[str, Any]:
-        return self._check(self.session.get(f"{self.url}/healthz", timeout=self.timeout)).json()
+        return self._send("GET", "/healthz").json()
 
     def localize(self, audio: str | Path | bytes, questions: list[str | dict[str, Any]],
                  return_curve: bool = False) -> dict[str, Any]:
         """Timestamps for each question; a question is a string or {"question", "num_events", "task"}."""
         qs = [{"question": q} if isinstance(q, str) else dict(q) for q in questions]
         data = {"questions": json.dumps(qs), "return_curve": str(return_curve).lower()}
-        return self._check(self.session.post(f"{self.url}/v1/localize", files={"audio": _upload(audio)}, data=data,
-                                             timeout=self.timeout)).json()
+        return self._send("POST", "/v1/localize", files={"audio": _upload(audio)}, data=data).json()
 
     def align(self, audio: str | Path | bytes, transcript: str, format: str = "json") -> dict[str, Any] | str:
         """Word starts and ends: a dict for json, the file text for textgrid / ctm."""
-        r = self._check(self.session.post(f"{self.url}/v1/align", files={"audio": _upload(audio)},
-                                          data={"transcript": transcript, "format": format}, timeout=self.timeout))
+        r = self._send("POST", "/v1/align", files={"audio": _upload(audio)},
+                       data={"transcript": transcript, "format": format})
         return r.json() if format == "json" else r.text
+
+
+def retry_delay(retry_after: str | None, attempt: int, cap_s: float) -> float:
+    """Seconds to wait before retry ``attempt`` (0-based): the server's Retry-After (seconds) when
+    it sends one, else exponential backoff from 0.5 s; never more than ``cap_s``."""
+    try:
+        delay = float(retry_after) if retry_after is not None else 0.5 * 2 ** attempt
+    except ValueError:  # an HTTP date: not worth parsing for a retry hint
+        delay = 0.5 * 2 ** attempt
+    if not math.isfinite(delay):
+        delay = 0.5 * 2 ** attempt
+    return min(max(delay, 0.0), cap_s)
 
 
 def _upload(audio: str | Path | bytes) -> tuple[str, bytes, str]:

@@ -41,6 +41,7 @@ from starlette.formparsers import MultiPartParser
 from framecall.audio.io import AudioError, AudioTooLongError, decode_audio
 from framecall.config import from_dict, to_dict
 from framecall.inference import QueryError, check_query
+from framecall.prompts import PromptTextError, check_question, check_transcript
 from framecall.serving import (
     OUTPUT_FORMATS, Query, ServeSettings, align_words, alignment_query, engine_for, format_alignment,
     transcript_words,
@@ -112,6 +113,8 @@ def classify(exc: BaseException) -> tuple[int, str, str]:
         return 503, "body", "the model is overloaded; retry shortly"
     if isinstance(exc, UNAVAILABLE):
         return 503, "model", "the model replica is unavailable (restarting?); retry shortly"
+    if isinstance(exc, (PromptTextError, QueryError)):  # text or a query refused on its way to a prompt
+        return 422, exc.field, exc.message
     if isinstance(exc, RecursionError):
         return 400, "body", "input nested too deeply"
     if isinstance(exc, StarletteHTTPException):
@@ -300,6 +303,24 @@ app = FastAPI(title="framecall", version="1",
                           '{"error": {"field", "message"}}; 503 comes with Retry-After.')
 
 
+@app.exception_handler(StarletteHTTPException)
+async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+    """404 (no such route) and 405 (wrong method) in the project's shape, not FastAPI's {"detail"}.
+    Registered before serve.ingress(app), which takes the app's handlers as they are then."""
+    status, field, message = classify(exc)
+    return error_response(status, field, f"{message}: {request.method} {request.url.path[:200]}")
+
+
+@app.exception_handler(RequestValidationError)
+async def _validation_error(request: Request, exc: RequestValidationError) -> Response:
+    return error_response(*classify(exc))
+
+
+@app.exception_handler(Exception)
+async def _unexpected_error(request: Request, exc: Exception) -> Response:
+    return error_response(*classify(exc))
+
+
 @serve.deployment(ray_actor_options={"num_cpus": 0.5})
 @serve.ingress(app)
 class Ingress:
@@ -464,9 +485,10 @@ class Ingress:
                 raise RequestError(422, f"questions.{i}.question", f"{len(q.question)} characters, over the limit "
                                                                    f"of {s.max_question_chars}")
             try:
+                check_question(q.question)
                 task = check_query(info["head"], info["tasks"], q.question, q.num_events, q.task,
                                    max_events=s.max_events)
-            except QueryError as e:
+            except (PromptTextError, QueryError) as e:
                 raise RequestError(422, f"questions.{i}.{e.field}", e.message) from None
             checked.append((q, task))
         return checked
@@ -508,6 +530,7 @@ class Ingress:
         if longest > s.max_word_chars:
             raise RequestError(422, "transcript", f"a word of {longest} characters, over the limit of "
                                                   f"{s.max_word_chars}")
+        check_transcript(parsed.transcript)  # special tokens: a PromptTextError naming the transcript
         return words
 
     async def _align(self, request: Request):
@@ -532,22 +555,6 @@ class Ingress:
         text = format_alignment(aligned, parsed.format, duration)
         model_header = {"X-Framecall-Model": f"{info['name']}/{info['version']} ({info['head']})"}
         return PlainTextResponse(text, headers=model_header)
-
-
-@app.exception_handler(StarletteHTTPException)
-async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
-    """404 (no such route) and 405 (wrong method) in the project's shape, not FastAPI's {"detail"}."""
-    return error_response(*classify(exc))
-
-
-@app.exception_handler(RequestValidationError)
-async def _validation_error(request: Request, exc: RequestValidationError) -> Response:
-    return error_response(*classify(exc))
-
-
-@app.exception_handler(Exception)
-async def _unexpected_error(request: Request, exc: Exception) -> Response:
-    return error_response(*classify(exc))
 
 
 def build_app(args: dict[str, Any]):
