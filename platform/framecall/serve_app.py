@@ -565,7 +565,7 @@ def build_app(args: dict[str, Any]):
     plain = to_dict(settings)
     # serve.deployment adds .options/.bind, which the type checker cannot see
     model = FrameModelServer.options(  # type: ignore[attr-defined]
-        max_ongoing_requests=settings.max_ongoing_requests, max_queued_requests=settings.max_queued_requests,
+        num_replicas=settings.model_replicas, max_ongoing_requests=settings.max_ongoing_requests, max_queued_requests=settings.max_queued_requests,
         user_config={"max_batch_size": settings.max_batch_size, "batch_wait_timeout_s": settings.batch_wait_timeout_s},
     ).bind(plain)
     # the ingress must admit as many requests as the model may hold (Serve's default is 5: batches

@@ -63,6 +63,8 @@ class ServeSettings:
     """/healthz asks the model replica and answers 503 when it does not reply within this."""
     decode_threads: int = 2
     """Threads decoding audio off the ingress event loop (bounds concurrent decodes per replica)."""
+    model_replicas: int = 1
+    """Replicas of the model deployment (a ``deployments:`` entry in serve/config.yaml overrides it)."""
     max_batch_size: int = 16
     """Queries (question x audio chunk) per forward pass; changeable live through user_config."""
     batch_wait_timeout_s: float = 0.01
