@@ -142,13 +142,15 @@ class RunLogger:
                 return False
         return False
 
-    def last_logged_step(self) -> int:
-        """The highest step of any metric of the run so far (-1: none)."""
+    def last_logged_step(self) -> int | None:
+        """The highest step of any metric of the run so far (-1: none; None: the store did not answer)."""
         steps = [-1]
-        run = self.client.get_run(self.run_id)
-        for key in run.data.metrics:
-            steps += [m.step for m in self.client.get_metric_history(self.run_id, key)]
-        return max(steps)
+
+        def read() -> None:
+            for key in self.client.get_run(self.run_id).data.metrics:
+                steps.extend(m.step for m in self.client.get_metric_history(self.run_id, key))
+
+        return max(steps) if self._call("read of the metric history", read, weight=0) else None
 
     def metrics(self, values: Mapping[str, float], step: int) -> None:
         import time
@@ -164,19 +166,21 @@ class RunLogger:
             self._last_step[key] = step
             batch.append(Metric(key, float(v), ts, step))
         for i in range(0, len(batch), 200):
-            if self._queue is not None:
-                self._queue.put(batch[i : i + 200])
-            else:
-                self._log_batch(batch[i : i + 200])
+            self._submit("log_batch", self.client.log_batch, self.run_id, metrics=batch[i : i + 200],
+                         weight=len(batch[i : i + 200]))
 
-    def _log_batch(self, batch: list) -> None:
-        self._call("log_batch", self.client.log_batch, self.run_id, metrics=batch, weight=len(batch))
+    def _submit(self, what: str, fn, *args, weight: int = 1, **kwargs) -> None:
+        """Run a logging call now, or hand it to the background thread."""
+        if self._queue is None:
+            self._call(what, fn, *args, weight=weight, **kwargs)
+        else:
+            self._queue.put((what, fn, args, kwargs, weight))
 
     def _drain(self) -> None:
         while True:
-            batch = self._queue.get()
+            what, fn, args, kwargs, weight = self._queue.get()
             try:
-                self._log_batch(batch)
+                self._call(what, fn, *args, weight=weight, **kwargs)
             finally:
                 self._queue.task_done()
 
@@ -186,7 +190,22 @@ class RunLogger:
             self._queue.join()
 
     def figure(self, fig, path: str) -> None:
-        self._call(f"figure {path}", self.client.log_figure, self.run_id, fig, path)
+        """Log a matplotlib figure as ``path`` (rendered now; uploaded in the background if there is one)."""
+        if self._queue is None:
+            self._call(f"figure {path}", self.client.log_figure, self.run_id, fig, path)
+            return
+        import tempfile
+
+        local = Path(tempfile.mkdtemp(prefix="framecall-fig-")) / Path(path).name
+        fig.savefig(local)
+        parent = str(Path(path).parent) if str(Path(path).parent) != "." else None
+        self._submit(f"figure {path}", self._upload_and_remove, local, parent)
+
+    def _upload_and_remove(self, local: Path, artifact_dir: str | None) -> None:
+        self.client.log_artifact(self.run_id, str(local), artifact_dir)
+        import shutil
+
+        shutil.rmtree(local.parent, ignore_errors=True)
 
     def artifacts(self, local_dir: str | Path, path: str) -> None:
         self._call(f"artifacts {path}", self.client.log_artifacts, self.run_id, str(local_dir), path)

@@ -136,6 +136,41 @@ class SkipReport:
         return out
 
 
+EVENT_SLACK_S = 0.04
+"""An event may sit this far past the decoded end (one 40 ms audio token: it still falls in the last one)."""
+
+
+class RowTimesError(ShardSchemaError):
+    """Event times of a row past the end of its decoded audio."""
+
+    reason = "event_after_audio"
+
+
+class FeaturizeError(ValueError):
+    """The featurizer (log-mel) failed on a row's decoded audio. Names the row."""
+
+    reason = "featurize"
+
+
+def check_times_fit(times: list[float], decoded_s: float, where: str) -> None:
+    """Refuse event times past the decoded audio (the metadata's ``duration_s`` can disagree with the
+    bytes); collation would otherwise clamp them silently onto the last frame."""
+    late = [t for t in times if t > decoded_s + EVENT_SLACK_S]
+    if late:
+        raise RowTimesError(f"{where}: field 'event_times_s' has {late[0]!r} s, after the end of the decoded "
+                            f"audio ({decoded_s:.3f} s; {len(late)} time(s) late)")
+
+
+def featurize(samples: np.ndarray, params: FeatureParams, where: str) -> np.ndarray:
+    """log-mel [M, F] of ``samples`` [N]; any featurizer failure becomes a row error naming ``where``."""
+    try:
+        return log_mel(samples, params, where)
+    except AudioError:
+        raise
+    except Exception as e:  # torch/numpy errors name no row; the skip policy must see them as row errors
+        raise FeaturizeError(f"{where}: log-mel failed on {samples.size} samples ({type(e).__name__}: {e})") from e
+
+
 def _decode_row(row: dict[str, Any], where: str, cfg: PipelineConfig) -> tuple[np.ndarray, list[int]]:
     """Features [M, F] of a row (clips concatenated in time) and each clip's frame count."""
     check_row(row, where)
@@ -145,9 +180,11 @@ def _decode_row(row: dict[str, Any], where: str, cfg: PipelineConfig) -> tuple[n
     for audio, src in sources:
         # decode_audio validates (empty, NaN/inf, length, channels) before resampling
         samples, _ = decode_audio(audio, src, target_sr=cfg.features.sample_rate, max_seconds=cfg.max_seconds)
+        times = clips[len(feats)]["event_times_s"] if clips else row["event_times_s"]
+        check_times_fit(times or [], samples.size / cfg.features.sample_rate, src)
         if cfg.augment is not None and cfg.augment.waveform and not clips:
             samples = _augment_row(row, samples, cfg)
-        f = log_mel(samples, cfg.features)
+        f = featurize(samples, cfg.features, src)
         feats.append(f)
         frames.append(f.shape[1])
     return (feats[0] if len(feats) == 1 else np.concatenate(feats, axis=1)), frames
@@ -196,7 +233,7 @@ def featurize_batch(
         where = f"{path} (id={row.get('id')!r})"
         try:
             feats, frames = _decode_row(row, where, cfg)
-        except (AudioError, ShardSchemaError) as e:
+        except (AudioError, ShardSchemaError, FeaturizeError) as e:
             located = describe_row(path, row.get("id"))  # error path only: reads the id column
             if cfg.bad_rows == "fail":
                 raise BadRowError(f"bad row {located}: {e}") from e

@@ -208,8 +208,8 @@ class RaySection:
     """auto (if the cluster has GPUs) | true | false."""
     strategy: str = "ddp"
     """ddp | fsdp."""
-    max_failures: int = 0
-    """Worker-group restarts Ray Train may do (FailureConfig)."""
+    max_failures: int = 2
+    """Worker-group restarts Ray Train may do (FailureConfig); each restores the latest complete checkpoint."""
     keep_checkpoints: int = 2
     """Best K checkpoints kept by the selection metric."""
     address: str | None = None

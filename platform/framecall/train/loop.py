@@ -11,6 +11,7 @@ logged as ``time/data``, ``time/forward_backward``, ``time/optimizer``, ``time/e
 
 from __future__ import annotations
 
+import itertools
 import math
 import tempfile
 import time
@@ -25,7 +26,7 @@ from framecall.config import from_dict
 from framecall.data.collate import FrameCollator
 from framecall.frames.losses import get_frame_loss
 from framecall.frames.units import FrameGrid
-from framecall.models.checkpoint import TRAINING_STATE, CheckpointManifest, load_weights, read_manifest, write_manifest
+from framecall.models.checkpoint import TRAINING_STATE, CheckpointError, CheckpointManifest, load_weights, write_manifest
 from framecall.models.frame_model import FrameModel, build_frame_model, save_weights
 from framecall.runtime import resolve_dtype
 from framecall.train.config import TrainJobConfig
@@ -102,24 +103,69 @@ class Worker:
     step: int = 0
     best: float | None = None
     stale: int = 0
+    epoch: int = 0
+    epoch_batch: int = 0
+    """Batches of ``epoch`` this worker has trained on (a restore skips them)."""
 
 
-def _restore(worker: Worker, resume_from: str | None) -> None:
-    """A restart after a worker failure restores Ray's latest checkpoint; ``--resume`` hands the
-    job's latest checkpoint directory in the config."""
-    import ray.train
+def _restore(worker: Worker, config: dict[str, Any]) -> Path | None:
+    """Load the latest complete checkpoint of this run that verifies; -> its directory, or None.
 
-    resumed = ray.train.get_checkpoint()
-    if resumed is None and resume_from:
-        resumed = ray.train.Checkpoint.from_directory(resume_from)
-    if resumed is None:
-        return
-    with resumed.as_directory() as d:
-        _unwrap(worker.model).load_state_dict(load_weights(d, read_manifest(d)), strict=False)
-        state = torch.load(Path(d) / TRAINING_STATE, weights_only=True, map_location="cpu")
+    Not ``ray.train.get_checkpoint()``: that is the last checkpoint Ray's controller *registered*,
+    and a report still waiting in the dead worker's result queue is never registered, so after a
+    kill it can be a checkpoint or two behind what is on storage. Our completion marker is written
+    only once the copy is whole, so the storage itself says what is latest. ``--resume`` (a new Ray
+    run) finds the driver's verified pick the same way: it carries this run's MLflow id.
+    """
+    from framecall.train.checkpoints import pick_checkpoint, resume_candidates
+
+    run_id = config["mlflow_run_id"]
+
+    def same_run(path: Path, manifest: CheckpointManifest) -> None:
+        if manifest.mlflow_run_id != run_id:
+            raise CheckpointError(f"{path}: checkpoint of MLflow run {manifest.mlflow_run_id}, not {run_id}")
+
+    pick = pick_checkpoint(resume_candidates(Path(config["checkpoint_root"])), accept=same_run,
+                           log=print if worker.rank == 0 else (lambda _: None))
+    if pick is None:
+        return None
+    _unwrap(worker.model).load_state_dict(load_weights(pick.path, pick.manifest), strict=False)
+    state = torch.load(pick.path / TRAINING_STATE, weights_only=True, map_location="cpu")
     worker.optimizer.load_state_dict(state["optimizer"])
     worker.scheduler.load_state_dict(state["scheduler"])
     worker.step, worker.best, worker.stale = int(state["step"]), state["best"], int(state["stale"])
+    worker.epoch, worker.epoch_batch = int(state.get("epoch", 0)), int(state.get("epoch_batch", 0))
+    return pick.path
+
+
+def _mark_restart(worker: Worker, restored: Path | None, config: dict[str, Any]) -> None:
+    """Rank 0, at start: when the run already has metrics (a worker-group restart or --resume), tag
+    the restart, log ``restarts`` at the restored step, and refuse every step up to the last one
+    logged, so the re-trained steps between the checkpoint and the failure are not logged twice."""
+    import ray.train
+
+    logger = worker.logger
+    if logger is None:
+        return
+    last = logger.last_logged_step()
+    if last is None:  # store unreachable: at least never re-log what the checkpoint already covers
+        last = worker.step if restored else -1
+    if last < 0:
+        return
+    try:
+        n = int(logger.client.get_run(logger.run_id).data.tags.get("framecall.restarts", "0")) + 1
+    except Exception:  # noqa: BLE001 - the marker is bookkeeping; training goes on without it
+        n = 1
+    # Ray hands a checkpoint only to a restarted worker group; a first start with one is --resume
+    cause = "--resume" if config.get("resume_from") and ray.train.get_checkpoint() is None \
+        else "worker group restart"
+    where = f"{restored} (step {worker.step})" if restored else "scratch (no complete checkpoint)"
+    print(f"[framecall] restart {n} ({cause}): from {where}; metrics up to step {last} already logged")
+    logger.set_tag("framecall.restarts", str(n))
+    logger.set_tag(f"framecall.restart_{n}", f"{cause}: from {where}; last logged step {last}")
+    logger.param(f"restart_{n}.from_step", str(worker.step))
+    logger.metrics({"restarts": n}, worker.step)  # a key of its own, logged before the floor is set
+    logger.floor = last
 
 
 def setup_worker(config: dict[str, Any]) -> Worker:
@@ -147,13 +193,13 @@ def setup_worker(config: dict[str, Any]) -> Worker:
     if rank == 0:
         from framecall.tracking import RunLogger
 
-        logger = RunLogger(config["tracking_uri"], config["mlflow_run_id"])
+        logger = RunLogger(config["tracking_uri"], config["mlflow_run_id"], background=True)
     grid = FrameGrid(model.backbone.frame_s, cfg.model.subframes)
     worker = Worker(cfg, rank, world, model, params, optimizer, scheduler, grid,
                     FrameCollator(grid=grid, tokens_for_frames=model.backbone.tokens_for_frames),
                     get_frame_loss(cfg.train.loss), logger, from_dict(CheckpointManifest, config["manifest"]),
                     PhaseTimer(sync_cuda=device.type == "cuda"))
-    _restore(worker, config.get("resume_from"))
+    _mark_restart(worker, _restore(worker, config), config)
     strategy_kwargs = {"find_unused_parameters": True} if world > 1 and cfg.ray.strategy == "ddp" else {}
     worker.model = ray.train.torch.prepare_model(model, parallel_strategy=cfg.ray.strategy,
                                                  parallel_strategy_kwargs=strategy_kwargs)
@@ -221,12 +267,15 @@ def save_and_report(w: Worker, metrics: dict[str, Any], tasks: list[str], figure
     """Rank 0 writes the checkpoint (weights, training state, manifest) and logs; every rank reports."""
     import ray.train
 
+    from framecall.train.checkpoints import upload_complete
+
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = None
         if w.rank == 0:
             save_weights(_unwrap(w.model), Path(tmp))
             torch.save({"optimizer": w.optimizer.state_dict(), "scheduler": w.scheduler.state_dict(),
-                        "step": w.step, "best": w.best, "stale": w.stale}, Path(tmp) / TRAINING_STATE)
+                        "step": w.step, "best": w.best, "stale": w.stale, "epoch": w.epoch,
+                        "epoch_batch": w.epoch_batch}, Path(tmp) / TRAINING_STATE)
             write_manifest(tmp, replace(w.base_manifest, global_step=w.step, tasks=list(tasks),
                                         metrics={k: float(v) for k, v in metrics.items()}))
             checkpoint = ray.train.Checkpoint.from_directory(tmp)
@@ -234,7 +283,8 @@ def save_and_report(w: Worker, metrics: dict[str, Any], tasks: list[str], figure
                              w.step)
             if figure_items:
                 _log_figures(w, figure_items)
-        ray.train.report(metrics, checkpoint=checkpoint)
+            metrics = {**metrics, "mlflow_lost_metrics": w.logger.lost}
+        ray.train.report(metrics, checkpoint=checkpoint, checkpoint_upload_fn=upload_complete)
 
 
 def evaluate_and_save(w: Worker, val_shard, decoders: list[str], select_metric: str, tasks: list[str],
@@ -262,6 +312,16 @@ def _log_train(w: Worker, parts: dict[str, torch.Tensor], t_start: float) -> Non
                       "train/seconds": time.time() - t_start, **w.timer.summary()}, w.step)
 
 
+def epoch_batches(w: Worker, train_shard):
+    """This epoch's training batches, without the ones a restored checkpoint already trained on
+    (same shuffle seed as before the failure; the skipped batches are read, not trained)."""
+    cfg = w.cfg
+    batches = train_shard.iter_torch_batches(batch_size=cfg.train.batch_size, collate_fn=w.collate,
+                                             local_shuffle_buffer_size=4 * cfg.train.batch_size,
+                                             local_shuffle_seed=cfg.train.seed + 1000 * w.epoch + w.rank)
+    return itertools.islice(batches, w.epoch_batch, None)
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     import ray.train
 
@@ -269,16 +329,14 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     cfg = w.cfg
     train_shard, val_shard = ray.train.get_dataset_shard("train"), ray.train.get_dataset_shard("val")
     decoders = usable_decoders(cfg.eval.decoders, cfg.head, cfg.token_output)
-    t_start, epoch = time.time(), 0
+    t_start = time.time()
     w.model.train()
     done = w.step >= cfg.train.max_steps
     spec = cfg.data.augment.specaugment  # on the worker, after the feature cache: cached rows get fresh masks
     spec_gen = torch.Generator().manual_seed(cfg.data.augment.seed * 1000 + w.rank) if spec.enabled else None
     while not done:
-        batches = train_shard.iter_torch_batches(batch_size=cfg.train.batch_size, collate_fn=w.collate,
-                                                 local_shuffle_buffer_size=4 * cfg.train.batch_size,
-                                                 local_shuffle_seed=cfg.train.seed + 1000 * epoch + w.rank)
-        for batch in w.timer.timed_iter(batches, "data"):
+        for batch in w.timer.timed_iter(epoch_batches(w, train_shard), "data"):
+            w.epoch_batch += 1
             if spec_gen is not None:
                 batch["features"] = spec_augment(batch["features"], batch["feature_mask"], spec, spec_gen)
             parts = train_step(w, batch)
@@ -290,6 +348,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             done = done or w.step >= cfg.train.max_steps
             if done:
                 break
-        epoch += 1
+        else:
+            w.epoch, w.epoch_batch = w.epoch + 1, 0
     if w.logger is not None:  # phases since the last train log (the final evaluation and checkpoint)
         w.logger.metrics(w.timer.summary(), w.step)
+        w.logger.flush()
+        w.logger.metrics({"mlflow/lost_metrics": w.logger.lost, "mlflow/retries": w.logger.retried}, w.step)
+        w.logger.flush()

@@ -20,6 +20,7 @@ from framecall.models.backbone import backbone_spec, resolve_model_path
 from framecall import tracking
 from framecall.models.checkpoint import TRAINING_STATE, CheckpointError, CheckpointManifest, LoraSpec, read_manifest
 from framecall.runtime import init_ray
+from framecall.train.checkpoints import COMPLETE, Pick, pick_checkpoint, replace_dir, resume_candidates, verify_complete
 from framecall.train.config import TrainJobConfig
 from framecall.train.evaluation import select_metric_name
 
@@ -76,16 +77,10 @@ def mix_datasets(parts: list[tuple[Any, float]], seed: int):
 
 
 def latest_checkpoint(output: Path) -> Path | None:
-    """The checkpoint with the highest global step under ``output/ray``."""
-    best, best_step = None, -1
-    for manifest in (output / "ray").glob("**/manifest.json"):
-        try:
-            step = json.loads(manifest.read_text()).get("global_step", -1)
-        except ValueError:
-            continue
-        if step > best_step:
-            best, best_step = manifest.parent, step
-    return best
+    """The complete checkpoint with the highest global step under ``output/ray`` that verifies
+    (see :mod:`framecall.train.checkpoints`); None when there is none."""
+    pick = pick_checkpoint(resume_candidates(output / "ray"), log=lambda _: None)
+    return pick.path if pick else None
 
 
 def use_gpu(setting: str) -> bool:
@@ -139,17 +134,39 @@ def prepare_datasets(cfg: TrainJobConfig, data_dirs: list[Path], data_manifests:
     return datasets
 
 
-def resume_point(cfg: TrainJobConfig, output: Path) -> tuple[Path | None, str | None]:
-    """--resume: (the latest checkpoint, its MLflow run id), checked against the config; else (None, None)."""
+def resume_point(cfg: TrainJobConfig, output: Path) -> tuple[Pick | None, str | None]:
+    """--resume: (the latest complete checkpoint that verifies and fits the config, its MLflow run id);
+    else (None, None). Runs on the driver before any worker starts: a broken latest checkpoint
+    falls back to the previous complete one; with none left the error names every file refused."""
     if not cfg.resume:
         return None, None
-    resume_from = latest_checkpoint(output)
-    if resume_from is None:
-        raise CheckpointError(f"--resume: no checkpoint under {output / 'ray'}")
-    manifest = read_manifest(resume_from).check(resume_from, head=cfg.head, subframes=cfg.model.subframes,
-                                                 stage="frame")
-    print(f"[framecall] resuming from {resume_from} at step {manifest.global_step}")
-    return resume_from, manifest.mlflow_run_id
+    root = output / "ray"
+
+    def fits(path: Path, manifest: CheckpointManifest) -> None:
+        manifest.check(path, head=cfg.head, subframes=cfg.model.subframes, stage="frame")
+
+    pick = pick_checkpoint(resume_candidates(root), accept=fits)
+    if pick is None:
+        reasons = []
+        for ckpt in sorted(m.parent for m in root.glob("**/manifest.json")):
+            try:  # a config mismatch first: the user's error, whatever the state of the files
+                fits(ckpt, read_manifest(ckpt))
+                verify_complete(ckpt)
+            except CheckpointError as e:
+                reasons.append(str(e))
+        raise CheckpointError(f"--resume: no complete checkpoint under {root}"
+                              + (": " + "; ".join(reasons) if reasons else ""))
+    print(f"[framecall] resuming from {pick.path} at step {pick.manifest.global_step}")
+    return pick, pick.manifest.mlflow_run_id
+
+
+def note_fallback(pick: Pick | None, tracking_uri: str, run_id: str) -> None:
+    """Tag the run when --resume passed over broken newer checkpoints (the log already says so)."""
+    if pick is not None and pick.skipped:
+        logger = tracking.RunLogger(tracking_uri, run_id)
+        logger.set_tag("framecall.resume_fallback",
+                       f"resumed from {pick.path} (step {pick.manifest.global_step}); refused: "
+                       + " | ".join(pick.skipped)[:4000])
 
 
 def frame_manifest(cfg: TrainJobConfig, data_dirs: list[Path], run_id: str, tracking_uri: str,
@@ -184,11 +201,6 @@ def fit(cfg: TrainJobConfig, callbacks: list | None = None, run_tags: dict[str, 
     ``datasets``: the result of ``prepare_datasets`` for this config, made once by a sweep's
     driver for all its trials (no Ray Data execution inside a trial besides the workers' reads).
     """
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-
-    from framecall.train.loop import train_loop_per_worker
-
     t0 = time.time()
     output = Path(cfg.output).resolve()
     output.mkdir(parents=True, exist_ok=True)
@@ -200,7 +212,6 @@ def fit(cfg: TrainJobConfig, callbacks: list | None = None, run_tags: dict[str, 
     select_metric = select_metric_name(tasks, cfg.train.select_metric)
 
     init_ray(cfg.ray.address)
-    gpus = use_gpu(cfg.ray.use_gpu)
 
     if datasets is None:
         datasets = prepare_datasets(cfg, data_dirs, data_manifests)
@@ -217,14 +228,42 @@ def fit(cfg: TrainJobConfig, callbacks: list | None = None, run_tags: dict[str, 
             tags={"framecall.head": cfg.head, "framecall.loss": cfg.loss_name, "framecall.tasks": ",".join(tasks),
                   "framecall.model": cfg.model.name, **(run_tags or {})},
         )
+    note_fallback(resume_from, tracking_uri, run_id)
     base_manifest = frame_manifest(cfg, data_dirs, run_id, tracking_uri, provenance)
-    trainer = TorchTrainer(
-        train_loop_per_worker,
-        train_loop_config={"job": to_dict(cfg), "mlflow_run_id": run_id, "tracking_uri": tracking_uri,
-                           "manifest": to_dict(base_manifest), "select_metric": select_metric, "tasks": tasks,
-                           # Train V2 deprecates resume_from_checkpoint: the loop loads this itself
-                           "resume_from": str(resume_from) if resume_from else None},
-        scaling_config=ScalingConfig(num_workers=cfg.ray.num_workers, use_gpu=gpus,
+    loop_config = {"job": to_dict(cfg), "mlflow_run_id": run_id, "tracking_uri": tracking_uri,
+                   "manifest": to_dict(base_manifest), "select_metric": select_metric, "tasks": tasks,
+                   # Train V2 deprecates resume_from_checkpoint: the loop finds its checkpoint itself
+                   "resume_from": str(resume_from.path) if resume_from else None,
+                   "checkpoint_root": str(output / "ray")}
+    trainer = make_trainer(cfg, loop_config, output, datasets, callbacks)
+    try:
+        result = trainer.fit()
+        log_lost_metrics(result.metrics or {}, tracking_uri, run_id)
+        best = max(result.best_checkpoints, key=lambda cm: cm[1]["select_metric"])[0] if result.best_checkpoints \
+            else result.checkpoint
+        if not evaluate_test:
+            tracking.RunLogger(tracking_uri, run_id).finish()
+            return FitResult(output, Path(best.path), run_id, tracking_uri, {}, "", time.time() - t0)
+        best_dir = output / "best"
+        replace_dir(Path(best.path), best_dir, ignore=shutil.ignore_patterns(TRAINING_STATE, COMPLETE))
+        scores, table, registered = finish_run(cfg, best_dir, data_dirs, tasks, tracking_uri, run_id)
+    except BaseException as e:  # the run must not stay RUNNING in MLflow (KeyboardInterrupt: KILLED)
+        tracking.RunLogger(tracking_uri, run_id, retries=2).finish("FAILED" if isinstance(e, Exception) else "KILLED")
+        raise
+    return FitResult(output, best_dir, run_id, tracking_uri, scores, table, time.time() - t0, registered)
+
+
+def make_trainer(cfg: TrainJobConfig, loop_config: dict[str, Any], output: Path, datasets: dict,
+                 callbacks: list | None):
+    """The TorchTrainer of a frame-head run: Ray restarts the worker group up to ray.max_failures times."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from framecall.train.loop import train_loop_per_worker
+
+    return TorchTrainer(
+        train_loop_per_worker, train_loop_config=loop_config,
+        scaling_config=ScalingConfig(num_workers=cfg.ray.num_workers, use_gpu=use_gpu(cfg.ray.use_gpu),
                                      resources_per_worker={"CPU": cfg.ray.cpus_per_worker}),
         run_config=RunConfig(
             name=f"run-{int(time.time())}", storage_path=str(output / "ray"),
@@ -236,18 +275,15 @@ def fit(cfg: TrainJobConfig, callbacks: list | None = None, run_tags: dict[str, 
         ),
         datasets=datasets,
     )
-    result = trainer.fit()
-    best = max(result.best_checkpoints, key=lambda cm: cm[1]["select_metric"])[0] if result.best_checkpoints \
-        else result.checkpoint
-    if not evaluate_test:
-        tracking.RunLogger(tracking_uri, run_id).finish()
-        return FitResult(output, Path(best.path), run_id, tracking_uri, {}, "", time.time() - t0)
-    best_dir = output / "best"
-    if best_dir.exists():
-        shutil.rmtree(best_dir)
-    shutil.copytree(best.path, best_dir, ignore=shutil.ignore_patterns(TRAINING_STATE))
-    scores, table, registered = finish_run(cfg, best_dir, data_dirs, tasks, tracking_uri, run_id)
-    return FitResult(output, best_dir, run_id, tracking_uri, scores, table, time.time() - t0, registered)
+
+
+def log_lost_metrics(final_metrics: dict[str, Any], tracking_uri: str, run_id: str) -> None:
+    """Put rank 0's count of metric values MLflow never took (``mlflow/lost_metrics``) in the run."""
+    lost = int(final_metrics.get("mlflow_lost_metrics", 0))
+    if lost:
+        print(f"[framecall] MLflow lost {lost} metric value(s) of this run (store unavailable past the retries)")
+    tracking.RunLogger(tracking_uri, run_id).metrics({"mlflow/lost_metrics": lost},
+                                                     step=int(final_metrics.get("step", 0)))
 
 
 def evaluate_extra_splits(cfg: TrainJobConfig, best_dir: Path, data_dirs: list[Path],
