@@ -284,6 +284,7 @@ def test_hostile_request_is_refused_in_shape_and_the_server_stays_up(server, goo
     made, expected = request_cases(good)[name]
     method, path, kwargs = made() if callable(made) else made
     r = requests.request(method, f"{server}{path}", timeout=60, **kwargs)
+    print(f"[hostile] {r.status_code} {name}")  # BENCHMARKS.md counts these (pytest -s)
     if expected == "ok":
         assert r.status_code == 200, r.text[:500]
     elif expected == "ok_or_refuse" and r.status_code == 200:
