@@ -211,7 +211,10 @@ def fit(cfg: TrainJobConfig, callbacks: list | None = None, run_tags: dict[str, 
     tasks = data_tasks(data_manifests)
     select_metric = select_metric_name(tasks, cfg.train.select_metric)
 
-    init_ray(cfg.ray.address)
+    # a streamed training split (no feature cache, or waveform augmentation) needs logical CPUs for
+    # Ray Data's list/read/map tasks beside the workers', or it waits for them forever (seen on 2 cores)
+    streams = not cfg.data.cache_features or cfg.data.augment.waveform
+    init_ray(cfg.ray.address, min_cpus=cfg.ray.num_workers * cfg.ray.cpus_per_worker + 2 if streams else None)
 
     if datasets is None:
         datasets = prepare_datasets(cfg, data_dirs, data_manifests)
