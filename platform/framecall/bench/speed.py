@@ -108,7 +108,8 @@ def bench_speed(checkpoint: str, data_dir: str, split: str | None = "test", batc
             def frames() -> None:
                 scores, mask = model(batch)
                 for b in range(scores.shape[0]):
-                    decode(decoder, scores[b][mask[b]].float(), len(batch["event_times_s"][b]), head=head)
+                    decode(decoder, scores[b][mask[b]].float(), len(batch["event_times_s"][b]), head=head,
+                           unit_s=grid.unit_s)
 
             t_frame = _median_time(frames, repeats, warmup)
             words = [len(r["event_times_s"]) for r in picked]
