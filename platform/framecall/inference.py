@@ -185,7 +185,7 @@ class FrameLocalizer:
         if n is not None:
             n = min(n, curve.numel())
         pos = decode(self.decoder, curve, n, head=self.head, min_separation=self.manifest.nms_min_separation,
-                         unit_s=self.grid.unit_s)
+                     unit_s=self.grid.unit_s)
         times = [round(float(t), 4) for t in self.grid.to_seconds(pos)]
         result = {"times_s": times, "num_events": len(times),
                   "count_estimate": None if estimate is None else round(estimate, 3), "chunks": len(curves)}
