@@ -116,6 +116,10 @@ class AudioBlockAttention:
             raise BidirectionalAudioError(
                 f"{type(module).__name__} got a prepared {type(attention_mask).__name__} attention mask "
                 "(a static/compiled cache?): bidirectional_audio needs the 2-D padding mask")
+        if blocks.shape[1] != kwargs["inputs_embeds"].shape[1]:
+            raise BidirectionalAudioError(
+                f"{type(module).__name__}: {blocks.shape[1]} input ids but {kwargs['inputs_embeds'].shape[1]} "
+                "embeddings (unexpanded audio placeholders?): bidirectional_audio needs one <|AUDIO|> per audio token")
         kwargs["attention_mask"] = self.block_masks(module, kwargs, blocks)
         return args, kwargs
 
