@@ -52,13 +52,14 @@ def ensure_data(cfg: TrainJobConfig) -> list[Path]:
         return dirs
     from framecall.data.synthetic import SynthConfig, ensure_synthetic
 
-    d = cfg.data
-    heldout = d.synth_heldout_num if d.synth_task != "events" else 0  # events have no voices
-    synth = SynthConfig(task=d.synth_task, num=d.synth_num, seed=d.synth_seed, max_seconds=d.synth_max_seconds,
-                        heldout_voices=list(d.synth_heldout_voices) if heldout else [], heldout_num=heldout,
-                        target_format=d.synth_target_format)
+    data = cfg.data
+    heldout = data.synth_heldout_num if data.synth_task != "events" else 0  # events have no voices
+    synth = SynthConfig(task=data.synth_task, num=data.synth_num, seed=data.synth_seed,
+                        max_seconds=data.synth_max_seconds, heldout_num=heldout,
+                        heldout_voices=list(data.synth_heldout_voices) if heldout else [],
+                        target_format=data.synth_target_format)
     # made if missing; a corpus this job made earlier with other parameters is rebuilt or refused
-    return [ensure_synthetic(d.data_dir, synth, d.make_if_missing)]
+    return [ensure_synthetic(data.data_dir, synth, data.make_if_missing)]
 
 
 def mix_datasets(parts: list[tuple[Any, float]], seed: int):
