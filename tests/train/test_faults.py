@@ -132,14 +132,15 @@ def _hold_lock(db: Path, start: threading.Event, seconds: float, held: dict) -> 
 
 @pytest.mark.slow
 def test_locked_mlflow_store_neither_kills_nor_restarts_training(ray_session, tiny_words_all, tmp_path):
-    """Lock the SQLite store (BEGIN EXCLUSIVE) for 24 s, past its busy timeout: MLflow sets
-    ``PRAGMA busy_timeout = 20000`` on every session (mlflow.store.db.utils), which overrides a
-    ``?timeout=`` in the URI, so no setting shortens it; the lock outlasts it by 4 s."""
+    """Lock the SQLite store (BEGIN EXCLUSIVE) for 45 s from the first checkpoint on, past its busy
+    timeout: MLflow sets ``PRAGMA busy_timeout = 20000`` on every session (mlflow.store.db.utils), which
+    overrides a ``?timeout=`` in the URI, so no setting shortens it. Every logging attempt made in the
+    lock's first 25 s fails with "database is locked" after 20 s and is retried."""
     db = tmp_path / "mlflow.db"
     uri = f"sqlite:///{db}"
     cfg = train_config(tmp_path, tiny_words_all, uri, steps=8)
     start, held = threading.Event(), {}
-    locker = threading.Thread(target=_hold_lock, args=(db, start, 24.0, held), daemon=True)
+    locker = threading.Thread(target=_hold_lock, args=(db, start, 45.0, held), daemon=True)
     locker.start()
 
     def lock_after_first_checkpoint():
@@ -149,7 +150,7 @@ def test_locked_mlflow_store_neither_kills_nor_restarts_training(ray_session, ti
 
     threading.Thread(target=lock_after_first_checkpoint, daemon=True).start()
     res = fit(cfg)
-    locker.join(60)
+    locker.join(90)
     assert held.get("to"), "the store was never locked"
     from mlflow.tracking import MlflowClient
 
