@@ -237,3 +237,19 @@ def test_manifest_without_the_field_loads_causal(tmp_path):
     (tmp_path / "manifest.json").write_text(json.dumps(data))
     loaded, manifest = load_frame_model(tmp_path)
     assert manifest.bidirectional_audio is False and loaded.backbone.bidirectional_audio is False
+
+
+def test_training_config_sets_the_flag_and_the_manifest_records_it():
+    """model.bidirectional_audio (default on) reaches the manifest every checkpoint of the run carries;
+    the training worker builds its model from the same field (train/loop.py setup_worker)."""
+    from framecall.config import ConfigError, build_config
+    from framecall.train.config import TrainJobConfig
+    from framecall.train.runner import frame_manifest
+
+    provenance = {"git_sha": "x", "data_manifest_sha256": "y"}
+    for overrides, want in (([], True), (["model.bidirectional_audio=false"], False)):
+        cfg = build_config(TrainJobConfig, flags={}, overrides=overrides)
+        assert cfg.model.bidirectional_audio is want and cfg.model.attn_implementation == "auto"
+        assert frame_manifest(cfg, [], "run", "file:///nowhere", provenance).bidirectional_audio is want
+    with pytest.raises(ConfigError, match="model.attn_implementation must be auto, eager or sdpa"):
+        build_config(TrainJobConfig, flags={}, overrides=["model.attn_implementation=flash_attention_2"])
