@@ -223,6 +223,11 @@ def test_flag_round_trips_through_the_manifest(tmp_path, on):
     assert read_manifest(tmp_path).bidirectional_audio is on
     loaded, manifest = load_frame_model(tmp_path)
     assert manifest.bidirectional_audio is on and loaded.backbone.bidirectional_audio is on
+    # Serve and batch prediction build their engine from the same checkpoint
+    from framecall.inference import FrameLocalizer
+
+    engine = FrameLocalizer.from_pretrained(tmp_path, device="cpu")
+    assert engine.model.backbone.bidirectional_audio is on
 
 
 def test_manifest_without_the_field_loads_causal(tmp_path):
