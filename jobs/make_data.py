@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "platform"))
 
-from framecall.config import build_config, save_yaml  # noqa: E402
+from framecall.config import build_config, save_yaml, to_yaml  # noqa: E402
 from framecall.data.shards import ShardWriter  # noqa: E402
 from framecall.data.stats import format_stats, shard_stats  # noqa: E402
 from framecall.data.synthetic import SynthConfig, generate, synth_params  # noqa: E402
@@ -38,6 +38,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--heldout-voices", help="voice families kept out of the splits: en-us-nyc,+klatt,en+f5")
     p.add_argument("--heldout-num", type=int, help="extra items spoken by held-out voices (split test_heldout_voice)")
     p.add_argument("--target-format", choices=["compact", "json_objects"], help="words_all token target")
+    p.add_argument("--print-config", action="store_true", help="print the resolved SynthConfig as YAML and exit")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. max_speakers=5")
     args = p.parse_args(argv)
     flags = {"task": args.task, "num": args.num, "seed": args.seed, "min_seconds": args.min_seconds,
@@ -45,6 +46,9 @@ def main(argv: list[str] | None = None) -> None:
              "heldout_voices": args.heldout_voices, "heldout_num": args.heldout_num,
              "target_format": args.target_format}
     cfg = build_config(SynthConfig, args.config, flags, args.overrides)
+    if args.print_config:
+        print(to_yaml(cfg), end="")
+        return
     out = Path(args.output).resolve()
     with ShardWriter(out, rows_per_shard=cfg.rows_per_shard, params=synth_params(cfg, made_by="jobs/make_data.py")) as writer:
         writer.write_all(generate(cfg))

@@ -209,3 +209,29 @@ def build_config(
 
 def save_yaml(config: Any, path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+
+
+RESOLVED_NAME = "config.resolved.yaml"
+"""The file a run's resolved config is saved as (in its output directory and its MLflow artifacts)."""
+
+
+def to_yaml(config: Any) -> str:
+    """The resolved config as YAML, in field order; :func:`from_dict` of its ``safe_load`` rebuilds it."""
+    return yaml.safe_dump(to_dict(config), sort_keys=False)
+
+
+def save_resolved(config: Any, output_dir: str | Path) -> Path:
+    """Write ``output_dir/config.resolved.yaml`` (re-runnable with ``--config``); -> its path."""
+    path = Path(output_dir) / RESOLVED_NAME
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(to_yaml(config))
+    return path
+
+
+def add_config_args(parser: Any, overrides: bool = True) -> None:
+    """The flags every configurable job shares: --config, --print-config and (optionally) dotted overrides."""
+    parser.add_argument("--config", help="YAML file with the job's config keys (flags and overrides win over it)")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the resolved config as YAML and exit (nothing starts)")
+    if overrides:
+        parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.lr=3e-4")

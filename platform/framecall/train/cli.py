@@ -6,7 +6,9 @@ import argparse
 import json
 from pathlib import Path
 
-from framecall.config import ConfigError, build_config
+from framecall.config import ConfigError, build_config, to_yaml
+
+PRINT_CONFIG_HELP = "print the resolved config as YAML and exit (nothing starts)"
 
 
 JOB_DEFAULTS = {
@@ -34,6 +36,7 @@ def train_main(job: str, argv: list[str] | None = None, doc: str = "") -> None:
     p.add_argument("--num-workers", type=int)
     p.add_argument("--output", help="directory for checkpoints, MLflow store, tables")
     p.add_argument("--resume", action="store_true", default=None, help="continue from the latest checkpoint")
+    p.add_argument("--print-config", action="store_true", help=PRINT_CONFIG_HELP)
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.lr=3e-4 ray.strategy=fsdp")
     args = p.parse_args(argv)
     flags = {"data.data_dir": args.data, "model.name": args.model, "train.max_steps": args.max_steps,
@@ -55,6 +58,9 @@ def train_main(job: str, argv: list[str] | None = None, doc: str = "") -> None:
         p.error(f"the interpolated loss is reported with a Poisson head; train.loss={cfg.train.loss} is not one")
     if args.output is None and "output" not in from_file and not any(o.startswith("output=") for o in args.overrides):
         cfg.output = f"runs/train_{job}"  # each job its own default directory
+    if args.print_config:
+        print(to_yaml(cfg), end="")
+        return
     from framecall.train.runner import fit
 
     result = fit(cfg)
@@ -103,7 +109,8 @@ def sweep_main(argv: list[str] | None = None, doc: str = "") -> None:
     from framecall.train.sweep import SWEEPS, SweepSection, run_sweep
 
     p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--loss", required=True, choices=sorted(SWEEPS), help="which sweep: lambda or pos_weight_scale")
+    p.add_argument("--loss", required=True, choices=sorted(SWEEPS),
+                   help="which sweep: interpolated (train.interp_lambda) or binary (pos_weight_scale)")
     p.add_argument("--config", help="training YAML (e.g. a train job's) used for every trial")
     p.add_argument("--sweep", help="YAML with SweepSection keys (space, baseline, num_samples, scheduler, ...)")
     p.add_argument("--data", help="shard directory")
@@ -111,6 +118,8 @@ def sweep_main(argv: list[str] | None = None, doc: str = "") -> None:
     p.add_argument("--max-concurrent-trials", type=int)
     p.add_argument("--output", default="runs/tune_sweep")
     p.add_argument("--resume", action="store_true", help="continue an interrupted sweep (Tuner.restore)")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the resolved training config (train:) and sweep (sweep:) as YAML and exit")
     p.add_argument("overrides", nargs="*", help="train.max_steps=400 ... and sweep.grace_period=2 ...")
     args = p.parse_args(argv)
     from framecall.config import load_yaml
@@ -126,6 +135,9 @@ def sweep_main(argv: list[str] | None = None, doc: str = "") -> None:
         sweep = build_config(SweepSection, flags={"num_samples": args.num_samples,
                                                   "max_concurrent_trials": args.max_concurrent_trials},
                              overrides=sweep_overrides, base=sweep_tree)
+        if args.print_config:
+            print(to_yaml({"train": base, "sweep": sweep}), end="")
+            return
         result = run_sweep(base, sweep, args.output, resume=args.resume)
     except (ConfigError, ValueError) as e:
         p.error(str(e))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from framecall.config import ConfigError, build_config
+from framecall.config import ConfigError, build_config, to_yaml
 
 
 def _parser(doc: str) -> argparse.ArgumentParser:
@@ -15,6 +15,7 @@ def _parser(doc: str) -> argparse.ArgumentParser:
     p.add_argument("--num-workers", type=int, help="Ray Train learner workers")
     p.add_argument("--output", help="directory for checkpoints, the MLflow store, the merged base")
     p.add_argument("--resume", action="store_true", default=None, help="continue from the latest checkpoint")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. lora.r=16 grpo.kl_coef=0.01")
     return p
 
@@ -27,6 +28,9 @@ def _run(p: argparse.ArgumentParser, args: argparse.Namespace, cls: type, flags:
         cfg = build_config(cls, args.config, flags, args.overrides)
     except (ConfigError, ValueError) as e:
         p.error(str(e))
+    if args.print_config:
+        print(to_yaml(cfg), end="")
+        return
     result = fit(cfg)
     print(f"{stage} adapter: {result.best_checkpoint}  MLflow run {result.run_id} ({result.tracking_uri})"
           f"  registered {result.registered_model}  {result.wall_s:.0f} s")
