@@ -141,9 +141,18 @@ def format_alignment(words: list[dict[str, Any]], fmt: str, duration_s: float, u
 
 def engine_for(settings: ServeSettings) -> FrameLocalizer:
     """The engine of a Serve replica: the admitted checkpoint with the app's decoder and chunking."""
-    ref = settings.checkpoint
-    name = settings.model_name or (ref.split("/")[1] if ref.startswith("models:/") else Path(ref).name)
-    version = ref.rstrip("/").split("/")[-1] if ref.startswith("models:/") else None
+    ref, version = settings.checkpoint, None
+    if ref.startswith("models:/"):  # an alias or latest is pinned to the version it names now, which is shown
+        from dataclasses import replace
+
+        from framecall.models.registry import model_version
+
+        uri = settings.registry_uri or os.environ.get("MLFLOW_TRACKING_URI")
+        if not uri:
+            raise AdmissionError(f"{ref}: no registry configured (set registry_uri)")
+        registered, version = model_version(ref, uri)
+        settings = replace(settings, checkpoint=f"models:/{registered}/{version}")
+    name = settings.model_name or (ref[len("models:/"):].split("/")[0].split("@")[0] if version else Path(ref).name)
     return FrameLocalizer.from_pretrained(admit_checkpoint(settings), decoder=settings.decoder,
                                           chunk_seconds=settings.chunk_seconds,
                                           chunk_overlap_seconds=settings.chunk_overlap_seconds, name=name,

@@ -10,10 +10,11 @@ sqlite:///ABS/runs/.../mlflow.db``.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import subprocess
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 PACKAGES = ("torch", "transformers", "ray", "peft", "mlflow", "pyarrow", "numpy", "framecall")
 
@@ -210,6 +211,10 @@ class RunLogger:
     def artifacts(self, local_dir: str | Path, path: str) -> None:
         self._call(f"artifacts {path}", self.client.log_artifacts, self.run_id, str(local_dir), path)
 
+    def artifact(self, local_file: str | Path, artifact_dir: str | None = None) -> None:
+        self._call(f"artifact {Path(local_file).name}", self.client.log_artifact, self.run_id, str(local_file),
+                   artifact_dir)
+
     def text(self, text: str, path: str) -> None:
         self._call(f"text {path}", self.client.log_text, self.run_id, text, path)
 
@@ -222,3 +227,32 @@ class RunLogger:
     def finish(self, status: str = "FINISHED") -> None:
         self.flush()
         self._call(f"status {status}", self.client.set_terminated, self.run_id, status)
+
+
+def log_resolved_config(config: Any, output_dir: str | Path, tracking_uri: str, run_id: str) -> Path:
+    """Save the job's resolved config as ``output_dir/config.resolved.yaml`` and log that file to the
+    run (artifact ``config.resolved.yaml``): ``--config`` of it re-runs the job. -> the saved path."""
+    from framecall.config import save_resolved
+
+    path = save_resolved(config, output_dir)
+    RunLogger(tracking_uri, run_id).artifact(path)
+    return path
+
+
+@contextlib.contextmanager
+def system_metrics(tracking_uri: str, run_id: str, enabled: bool = True, interval_s: float = 10.0) -> Iterator[None]:
+    """While the block runs, sample this node's CPU, memory, disk, network (and GPU, where pynvml
+    finds one) into the run as ``system/*`` metrics: what ``mlflow.start_run(log_system_metrics=True)``
+    does, for a run created by id. Needs psutil. Steps continue after those already logged (--resume)."""
+    if not enabled:
+        yield
+        return
+    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+    monitor = SystemMetricsMonitor(run_id, sampling_interval=interval_s, resume_logging=True,
+                                   tracking_uri=tracking_uri)
+    monitor.start()
+    try:
+        yield
+    finally:
+        monitor.finish()

@@ -72,3 +72,41 @@ def test_model_uri_resolution(tmp_path, mlflow_uri, monkeypatch):
         resolve_checkpoint("models:/registry-test-model/1")
     with pytest.raises(RegistryError, match="models:/no-such-model/1"):
         resolve_checkpoint("models:/no-such-model/1", mlflow_uri)
+
+
+def test_alias_model_card_and_the_version_serve_shows(tmp_path, mlflow_uri, monkeypatch):
+    """Registration sets the alias on the new version and a model card; alias and latest URIs name
+    the real registered name and version number (in the registry and in Serve's engine)."""
+    from mlflow.tracking import MlflowClient
+
+    from framecall.models.registry import model_card, model_version
+    from framecall.serving import ServeSettings, engine_for
+    from tests_helpers import make_checkpoint
+
+    monkeypatch.setenv("FRAMECALL_CACHE", str(tmp_path / "cache"))
+    ckpt = make_checkpoint(tmp_path / "ckpt", ["words"])
+    manifest = read_manifest(ckpt)
+    client = MlflowClient(mlflow_uri)
+    exp = client.get_experiment_by_name("alias-test") or client.get_experiment(
+        client.create_experiment("alias-test", artifact_location=(tmp_path / "art").as_uri()))
+    versions = []
+    for _ in range(2):
+        run = client.create_run(exp.experiment_id)
+        client.log_artifacts(run.info.run_id, str(ckpt), "checkpoint")
+        card = model_card(manifest, {"acc@20ms": 0.8125}, "alias-test-model: poisson on words")
+        versions.append(register_checkpoint(mlflow_uri, run.info.run_id, "alias-test-model", description=card,
+                                            alias="latest-good"))
+    assert versions[1] == versions[0] + 1
+    registered = MlflowClient(mlflow_uri, registry_uri=mlflow_uri).get_model_version_by_alias("alias-test-model",
+                                                                                            "latest-good")
+    assert int(registered.version) == versions[1]
+    assert f"| backbone | {manifest.backbone} |" in registered.description
+    assert "| head | poisson |" in registered.description and "| acc@20ms | 0.8125 |" in registered.description
+    for ref in ("models:/alias-test-model@latest-good", "models:/alias-test-model/latest"):
+        assert model_version(ref, mlflow_uri) == ("alias-test-model", str(versions[1]))
+    assert model_version(f"models:/alias-test-model/{versions[0]}", mlflow_uri) == ("alias-test-model",
+                                                                                    str(versions[0]))
+    with pytest.raises(RegistryError, match="no-such-alias"):
+        model_version("models:/alias-test-model@no-such-alias", mlflow_uri)
+    engine = engine_for(ServeSettings(checkpoint="models:/alias-test-model@latest-good", registry_uri=mlflow_uri))
+    assert (engine.info["name"], engine.info["version"]) == ("alias-test-model", str(versions[1]))

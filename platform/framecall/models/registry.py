@@ -133,18 +133,7 @@ def _version_source(ref: str, uri: str) -> str:
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(uri, registry_uri=uri)  # explicit: the process-wide registry URI may differ
-    body = ref[len("models:/"):].rstrip("/")
-    if "@" in body:
-        name, alias = body.split("@", 1)
-        return client.get_model_version_by_alias(name, alias).source
-    name, _, version = body.rpartition("/")
-    if not name:
-        raise RegistryError(f"{ref}: expected models:/NAME/VERSION, models:/NAME/latest or models:/NAME@ALIAS")
-    if version == "latest":
-        versions = client.search_model_versions(f"name='{name}'")
-        if not versions:
-            raise RegistryError(f"{ref}: model {name!r} has no versions")
-        version = str(max(int(v.version) for v in versions))
+    name, version = model_version(ref, uri)
     return client.get_model_version(name, version).source
 
 
@@ -154,8 +143,12 @@ def _find_manifest(root: Path) -> Path | None:
 
 
 def register_checkpoint(tracking_uri: str, run_id: str, name: str, artifact_path: str = "checkpoint",
-                        tags: Mapping[str, Any] | None = None, description: str | None = None) -> int:
-    """Register ``runs:/<run_id>/<artifact_path>`` as a new version of ``name``; -> the version."""
+                        tags: Mapping[str, Any] | None = None, description: str | None = None,
+                        alias: str | None = None) -> int:
+    """Register ``runs:/<run_id>/<artifact_path>`` as a new version of ``name``; -> the version.
+
+    ``description`` is the version's model card (:func:`model_card`); ``alias`` (e.g. ``latest-good``)
+    is moved to the new version, so ``models:/name@alias`` loads it."""
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
@@ -170,4 +163,48 @@ def register_checkpoint(tracking_uri: str, run_id: str, name: str, artifact_path
         tags={k: (v if isinstance(v, str) else json.dumps(v)) for k, v in (tags or {}).items()},
         description=description,
     )
+    if alias:
+        client.set_registered_model_alias(name, alias, version.version)
     return int(version.version)
+
+
+def model_version(ref: str, tracking_uri: str) -> tuple[str, str]:
+    """(registered name, version number) that ``models:/name/N``, ``models:/name/latest`` or
+    ``models:/name@alias`` points at now (``latest``: the highest version number)."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    body = ref[len("models:/"):].rstrip("/") if ref.startswith("models:/") else ""
+    client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
+    try:
+        if "@" in body:
+            name, alias = body.split("@", 1)
+            return name, str(client.get_model_version_by_alias(name, alias).version)
+        name, _, version = body.rpartition("/")
+        if not name:
+            raise RegistryError(f"{ref}: expected models:/NAME/VERSION, models:/NAME/latest or models:/NAME@ALIAS")
+        if version == "latest":
+            versions = client.search_model_versions(f"name='{name}'")
+            if not versions:
+                raise RegistryError(f"{ref}: model {name!r} has no versions")
+            version = str(max(int(v.version) for v in versions))
+        return name, version
+    except MlflowException as e:
+        raise RegistryError(f"{ref} (tracking URI {tracking_uri}): {e.message}") from None
+
+
+def model_card(manifest: Any, metrics: Mapping[str, float], title: str) -> str:
+    """A registered version's description (Markdown): what the checkpoint is (the manifest's facts)
+    and how it scored on the test split (``metrics``: name -> value)."""
+    facts = {"backbone": manifest.backbone, "model type": manifest.model_type, "stage": manifest.stage,
+             "head": manifest.head, "loss": manifest.loss, "objective": manifest.objective,
+             "default decoder": manifest.default_decoder, "tasks": ", ".join(manifest.tasks) or "-",
+             "fine-tuning": manifest.finetune + (f" (LoRA r={manifest.lora.r})" if manifest.lora else ""),
+             "frame": f"{manifest.frame_s * 1000:g} ms / {manifest.subframes} sub-frame(s)",
+             "step": manifest.global_step, "git": manifest.git_sha, "data manifest sha256":
+             manifest.data_manifest_sha256 or "-", "MLflow run": manifest.mlflow_run_id}
+    lines = [f"# {title}", "", "| fact | value |", "|---|---|", *(f"| {k} | {v} |" for k, v in facts.items())]
+    if metrics:
+        lines += ["", "Test metrics:", "", "| metric | value |", "|---|---|",
+                  *(f"| {k} | {v:.4g} |" for k, v in metrics.items())]
+    return "\n".join(lines) + "\n"

@@ -234,6 +234,19 @@ class MlflowSection:
     """Register the best checkpoint in the model registry (loadable as models:/name/version)."""
     registered_model_name: str | None = None
     """None: framecall-<objective or loss>, e.g. framecall-poisson, framecall-tokens."""
+    alias: str | None = "latest-good"
+    """Alias moved to each newly registered version (it registers only after training and the test
+    evaluation finished): ``models:/name@latest-good``. None: no alias."""
+    system_metrics: bool = True
+    """Log the driver node's CPU, memory, disk, network (and NVIDIA GPU) use as system/* metrics."""
+    system_metrics_interval_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.alias is not None and (self.alias == "latest" or self.alias.startswith("v")
+                                       and self.alias[1:].isdigit() or not self.alias):
+            raise ValueError(f"mlflow.alias {self.alias!r} is reserved by MLflow (latest, v<number>) or empty")
+        if self.system_metrics_interval_s <= 0:
+            raise ValueError(f"mlflow.system_metrics_interval_s must be > 0, got {self.system_metrics_interval_s}")
 
 
 @dataclass

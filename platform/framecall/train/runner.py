@@ -233,6 +233,7 @@ def fit(cfg: TrainJobConfig, callbacks: list | None = None, run_tags: dict[str, 
                   "framecall.model": cfg.model.name, **(run_tags or {})},
         )
     note_fallback(resume_from, tracking_uri, run_id)
+    tracking.log_resolved_config(cfg, output, tracking_uri, run_id)  # output/config.resolved.yaml + artifact
     base_manifest = frame_manifest(cfg, data_dirs, run_id, tracking_uri, provenance)
     loop_config = {"job": to_dict(cfg), "mlflow_run_id": run_id, "tracking_uri": tracking_uri,
                    "manifest": to_dict(base_manifest), "select_metric": select_metric, "tasks": tasks,
@@ -241,7 +242,9 @@ def fit(cfg: TrainJobConfig, callbacks: list | None = None, run_tags: dict[str, 
                    "checkpoint_root": str(output / "ray")}
     trainer = make_trainer(cfg, loop_config, output, datasets, callbacks)
     try:
-        result = trainer.fit()
+        with tracking.system_metrics(tracking_uri, run_id, cfg.mlflow.system_metrics,
+                                     cfg.mlflow.system_metrics_interval_s):
+            result = trainer.fit()
         log_lost_metrics(result.metrics or {}, tracking_uri, run_id)
         best = max(result.best_checkpoints, key=lambda cm: cm[1]["select_metric"])[0] if result.best_checkpoints \
             else result.checkpoint
@@ -335,16 +338,18 @@ def finish_run(cfg: TrainJobConfig, best_dir: Path, data_dirs: list[Path], tasks
     logger.artifacts(best_dir, "checkpoint")
     registered = None
     if cfg.mlflow.register:
-        from framecall.models.registry import register_checkpoint
+        from framecall.models.registry import model_card, register_checkpoint
 
         name = cfg.mlflow.registered_model_name or f"framecall-{cfg.loss_name.replace('+', '-')}"
         summary = scores[cfg.primary_output]["all"]
+        card = model_card(read_manifest(best_dir), {f"{cfg.primary_output} {k}": v for k, v in summary.items()},
+                          f"{name}: {cfg.loss_name} on {', '.join(tasks)}")
         version = register_checkpoint(
             tracking_uri, run_id, name,
             tags={"framecall.tasks": ",".join(tasks), "framecall.head": cfg.head, "framecall.loss": cfg.loss_name,
                   "framecall.default_decoder": cfg.primary_output, "framecall.backbone": cfg.model.name,
                   **{f"test.{k.replace('@', '_at_')}": f"{v:.6g}" for k, v in summary.items()}},
-            description=f"{cfg.loss_name} on {', '.join(tasks)}; best step {read_manifest(best_dir).global_step}")
+            description=card, alias=cfg.mlflow.alias)
         registered = f"models:/{name}/{version}"
         logger.set_tag("framecall.registered_model", registered)
     logger.finish()

@@ -104,7 +104,9 @@ def run_trainer(loop, loop_config: dict[str, Any], datasets: dict, cfg: Any, out
         run_config=RunConfig(name=f"run-{int(time.time())}", storage_path=str(output / "ray"),
                              checkpoint_config=CheckpointConfig(num_to_keep=cfg.ray.keep_checkpoints),
                              failure_config=FailureConfig(max_failures=cfg.ray.max_failures)))
-    return trainer.fit()
+    with tracking.system_metrics(loop_config["tracking_uri"], loop_config["mlflow_run_id"], cfg.mlflow.system_metrics,
+                                 cfg.mlflow.system_metrics_interval_s):
+        return trainer.fit()
 
 
 def finish_stage(result, output: Path, tracking_uri: str, run_id: str, cfg: Any, stage: str,
@@ -120,7 +122,7 @@ def finish_stage(result, output: Path, tracking_uri: str, run_id: str, cfg: Any,
     logger.artifacts(best, "checkpoint")
     registered = None
     if cfg.mlflow.register:
-        from framecall.models.registry import register_checkpoint
+        from framecall.models.registry import model_card, register_checkpoint
 
         name = cfg.mlflow.registered_model_name or f"framecall-{stage}"
         manifest = read_manifest(best)
@@ -128,7 +130,8 @@ def finish_stage(result, output: Path, tracking_uri: str, run_id: str, cfg: Any,
                                       tags={"framecall.stage": stage, "framecall.tasks": ",".join(tasks),
                                             "framecall.backbone": manifest.backbone,
                                             "framecall.policy_version": str(manifest.policy_version)},
-                                      description=f"{stage} on {', '.join(tasks)}; step {manifest.global_step}")
+                                      description=model_card(manifest, {}, f"{name}: {stage} on {', '.join(tasks)}"),
+                                      alias=cfg.mlflow.alias)
         registered = f"models:/{name}/{version}"
         logger.set_tag("framecall.registered_model", registered)
     logger.finish()
@@ -146,6 +149,7 @@ def fit_sft(cfg: SFTJobConfig) -> StageResult:
     tasks = sorted(check_split(data_dir, cfg.data.split, cfg.data.task_weights))
     start_ray(cfg)
     tracking_uri, run_id, resume_from = start_or_resume(cfg, output, "sft", {"framecall.model": cfg.base})
+    tracking.log_resolved_config(cfg, output, tracking_uri, run_id)
     manifest = stage_manifest("sft", cfg.base, lora_spec(cfg.lora), tasks, run_id, tracking_uri, parent=None)
     datasets = {"train": read_items(data_dir, cfg.data.split, cfg.data.task_weights or None, cfg.train.seed)}
     result = run_trainer(sft_loop, {"job": to_dict(cfg), "manifest": to_dict(manifest), "mlflow_run_id": run_id,
@@ -218,6 +222,7 @@ def fit_grpo(cfg: GRPOJobConfig) -> StageResult:
     base, parent = policy_base(cfg, output)
     start_ray(cfg, cfg.rollout.num_actors * cfg.rollout.cpus_per_actor)
     tracking_uri, run_id, resume_from = start_or_resume(cfg, output, "grpo", {"framecall.policy": cfg.policy})
+    tracking.log_resolved_config(cfg, output, tracking_uri, run_id)
     manifest = stage_manifest("grpo", base, lora_spec_of(cfg), tasks, run_id, tracking_uri, parent)
     actors = start_rollout_actors(cfg, base)
     datasets = {"train": read_items(data_dir, cfg.data.split, cfg.data.task_weights or None, cfg.grpo.seed)}
