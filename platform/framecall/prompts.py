@@ -233,6 +233,33 @@ def multi_clip_prompt(question: str, audio_blocks: list[str], order: str = "audi
     return f"{audios}{question}{answer_hint}" if order == "audio_first" else f"{question}{answer_hint}\n{audios}"
 
 
+# ---------------------------------------------------------------- system prompts
+
+SYSTEM_PROMPTS = {
+    "qwen2_audio": "You are a helpful assistant.",
+    "qwen2_5_omni": ("You are Qwen, a virtual human developed by the Qwen Team, Alibaba Group, capable of "
+                     "perceiving auditory and visual inputs, as well as generating text and speech."),
+}
+"""Named system prompts: the default system turn of each model family's chat template (the
+authors' code keeps it in the prompt; framecall's default is no system turn)."""
+
+
+def resolve_system_prompt(value: str | None) -> str | None:
+    """``model.system_prompt``: None / "none" -> no system turn; a name in :data:`SYSTEM_PROMPTS` -> its
+    text; anything else is the text itself (checked like user text: no special-token markers)."""
+    if value is None or value == "none":
+        return None
+    if value in SYSTEM_PROMPTS:
+        return SYSTEM_PROMPTS[value]
+    return check_user_text(value, "model.system_prompt")
+
+
+def chat_turn(body: str, system_prompt: str | None = None) -> str:
+    """One user turn in the Qwen chat format, opening the assistant's reply; a system turn first if given."""
+    system = f"<|im_start|>system\n{system_prompt}<|im_end|>\n" if system_prompt else ""
+    return f"{system}<|im_start|>user\n{body}<|im_end|>\n<|im_start|>assistant\n"
+
+
 # ---------------------------------------------------------------- the tiny tokenizer's text
 
 def tokenizer_training_text() -> list[str]:

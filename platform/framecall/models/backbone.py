@@ -26,7 +26,7 @@ from framecall.audio.features import FeatureParams
 from framecall.models.attention import ATTN_IMPLEMENTATIONS, AudioBlockAttention
 from framecall.models.spec import qwen_audio_tokens
 from framecall.models.tiny import TINY_PRESETS, ensure_tiny
-from framecall.prompts import ANSWER_HINT, multi_clip_prompt
+from framecall.prompts import ANSWER_HINT, chat_turn, multi_clip_prompt
 
 PromptOrder = Literal["question_first", "audio_first"]
 FRAME_S = 0.04  # one audio token per 40 ms in both architectures
@@ -133,6 +133,8 @@ class QwenAudioBackbone(nn.Module):
         self.model_type = model_type
         self.source = source
         self.prompt_order = prompt_order
+        self.system_prompt: str | None = None
+        """Text of a system turn before each prompt (``model.system_prompt``, resolved); None: none."""
         text_cfg = model.config.get_text_config()
         self.hidden_size = int(text_cfg.hidden_size)
         self.audio_token_id = int(getattr(model.config, "audio_token_id", None)
@@ -184,7 +186,7 @@ class QwenAudioBackbone(nn.Module):
         audio = "<|audio_bos|>" + "<|AUDIO|>" * num_audio_tokens + "<|audio_eos|>"
         order = order or self.prompt_order
         body = f"{question}{audio}" if order == "question_first" else f"{audio}{question}"
-        return f"<|im_start|>user\n{body}<|im_end|>\n<|im_start|>assistant\n"
+        return chat_turn(body, self.system_prompt)
 
     def multi_prompt_text(self, question: str, tokens_per_clip: list[int], order: PromptOrder = "audio_first",
                           answer_hint: str = ANSWER_HINT) -> str:
@@ -193,7 +195,7 @@ class QwenAudioBackbone(nn.Module):
         hint: :func:`framecall.prompts.multi_clip_prompt`)."""
         audios = ["<|audio_bos|>" + "<|AUDIO|>" * n + "<|audio_eos|>" for n in tokens_per_clip]
         body = multi_clip_prompt(question, audios, order, answer_hint)
-        return f"<|im_start|>user\n{body}<|im_end|>\n<|im_start|>assistant\n"
+        return chat_turn(body, self.system_prompt)
 
     def multi_inputs(self, questions: list[str], clip_features: list[list[torch.Tensor]],
                      order: PromptOrder = "audio_first") -> dict[str, torch.Tensor]:

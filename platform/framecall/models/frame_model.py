@@ -125,9 +125,12 @@ def build_frame_model(model_name: str, head: str, subframes: int, finetune: str 
                       dtype: torch.dtype | None = None, token_output: bool = False,
                       token_order: str = "audio_first", head_bias: float | None = None,
                       head_weight_init: str = "scaled_normal", bidirectional_audio: bool = False,
-                      attn_implementation: str = "auto", **lora) -> FrameModel:
+                      attn_implementation: str = "auto", system_prompt: str | None = None,
+                      **lora) -> FrameModel:
+    """``system_prompt``: the resolved text of a system turn (``prompts.resolve_system_prompt``), or None."""
     backbone = load_backbone(model_name, dtype=dtype, bidirectional_audio=bidirectional_audio,
                              attn_implementation=attn_implementation)
+    backbone.system_prompt = system_prompt
     model = FrameModel(backbone, head, subframes, token_output=token_output, token_order=token_order,
                        head_bias=head_bias, head_weight_init=head_weight_init)
     return apply_finetune(model, finetune, **lora)
@@ -160,7 +163,8 @@ def load_frame_model(ckpt_dir: str | Path, expect_head: str | None = None, dtype
     model = build_frame_model(backbone_source(manifest, ckpt_dir), manifest.head, manifest.subframes,
                               manifest.finetune, dtype=dtype, token_output=manifest.token_output,
                               token_order=manifest.token_prompt_order, lora_r=lora.r, lora_alpha=lora.alpha,
-                              lora_targets=lora.targets, bidirectional_audio=manifest.bidirectional_audio)
+                              lora_targets=lora.targets, bidirectional_audio=manifest.bidirectional_audio,
+                              system_prompt=manifest.system_prompt)
     state = load_weights(ckpt_dir, manifest)
     missing, unexpected = model.load_state_dict(state, strict=False)
     if unexpected:
