@@ -14,6 +14,8 @@ sys.path.insert(0, str(ROOT / "tests"))  # tests_helpers
 
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+# Hugging Face download/loading bars off in tests only (Ray workers inherit it); a user sees them
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
 @pytest.fixture(scope="session")

@@ -350,13 +350,11 @@ def load_backbone(model: str, dtype: torch.dtype | None = None, prompt_order: Pr
                             f"got {attn_implementation!r}")
     from transformers import AutoTokenizer, Qwen2_5OmniThinkerForConditionalGeneration, \
         Qwen2AudioForConditionalGeneration
-    from transformers.utils import logging as hf_logging
 
     path = resolve_model_path(model)
     config = _load_config(path)
     classes: dict[str, Any] = {"qwen2_5_omni_thinker": Qwen2_5OmniThinkerForConditionalGeneration,
                "qwen2_audio": Qwen2AudioForConditionalGeneration}
-    hf_logging.disable_progress_bar()
     impl = None if attn_implementation == "auto" else attn_implementation
     lm = classes[config.model_type].from_pretrained(path, config=config, use_safetensors=True, dtype=dtype or torch.float32,
                                                     attn_implementation=impl)

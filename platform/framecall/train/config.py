@@ -52,14 +52,19 @@ class DataSection:
     """fail | skip (see framecall.data.pipeline)."""
     cache_features: bool = True
     """Materialize the featurized splits once (small corpora); False streams every epoch."""
+    progress_bars: str = "auto"
+    """Ray Data progress bars on the driver: auto (on when stdout is a terminal, off in logs) | on | off."""
     mixture: dict[str, float] = field(default_factory=dict)
-    """Multi-task training: shard directory -> sampling weight (replaces ``data_dir``). Each epoch
-    draws round(N * w / sum(w)) training rows from each directory (N = all training rows),
-    repeating a small source; validation and test use every row, reported per task."""
+    """Multi-task training: shard directory -> sampling weight (replaces ``data_dir``). The run draws
+    round(N * w / sum(w)) training rows from each directory once (N = all training rows; a source's
+    first rows, a small source repeated) and every epoch reuses them, reshuffled; validation and test
+    use every row, reported per task."""
 
     def __post_init__(self) -> None:
         if self.bad_rows not in ("fail", "skip"):
             raise ValueError(f"data.bad_rows must be 'fail' or 'skip', got {self.bad_rows!r}")
+        if self.progress_bars not in ("auto", "on", "off"):
+            raise ValueError(f"data.progress_bars must be auto, on or off, got {self.progress_bars!r}")
         if self.synth_target_format not in TARGET_FORMATS:
             raise ValueError(f"data.synth_target_format must be one of {list(TARGET_FORMATS)}, "
                              f"got {self.synth_target_format!r}")

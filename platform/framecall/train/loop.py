@@ -33,6 +33,7 @@ from framecall.train.config import TrainJobConfig
 from framecall.train.evaluation import flat_metrics, predict_batch, score_records, usable_decoders
 from framecall.train.distributed import broadcast_object, gather_objects
 from framecall.train.phases import PhaseTimer
+from framecall.train.progress import ConsoleProgress
 
 __all__ = ["TRAINING_STATE", "lr_lambda", "training_losses", "train_loop_per_worker"]
 
@@ -331,6 +332,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     decoders = usable_decoders(cfg.eval.decoders, cfg.head, cfg.token_output)
     t_start = time.time()
     w.model.train()
+    progress = ConsoleProgress(cfg.train.max_steps, cfg.train.batch_size * w.world, start_step=w.step) \
+        if w.rank == 0 else None  # one console line per ~50 steps or 10 s, beside the MLflow metrics
     done = w.step >= cfg.train.max_steps
     spec = cfg.data.augment.specaugment  # on the worker, after the feature cache: cached rows get fresh masks
     spec_gen = torch.Generator().manual_seed(cfg.data.augment.seed * 1000 + w.rank) if spec.enabled else None
@@ -340,6 +343,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             if spec_gen is not None:
                 batch["features"] = spec_augment(batch["features"], batch["feature_mask"], spec, spec_gen)
             parts = train_step(w, batch)
+            if progress is not None:
+                progress.update(w.step, parts["loss"])
             if w.logger is not None and (w.step % 10 == 0 or w.step == 1):
                 _log_train(w, dict(parts), t_start)
             if w.step % cfg.train.eval_every == 0 or w.step >= cfg.train.max_steps:

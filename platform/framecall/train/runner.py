@@ -23,6 +23,7 @@ from framecall.runtime import init_ray
 from framecall.train.checkpoints import COMPLETE, Pick, pick_checkpoint, replace_dir, resume_candidates, verify_complete
 from framecall.train.config import TrainJobConfig
 from framecall.train.evaluation import select_metric_name
+from framecall.train.progress import progress_bars_on
 
 
 @dataclass
@@ -108,6 +109,7 @@ def prepare_datasets(cfg: TrainJobConfig, data_dirs: list[Path], data_manifests:
     pipe = PipelineConfig(bad_rows=cfg.data.bad_rows, features=spec.feature_params, num_cpus=0.5,
                           max_seconds=30.0 if spec.model_type == "qwen2_audio" else 600.0)
     augment = cfg.data.augment if cfg.data.augment.waveform else None
+    bars = progress_bars_on(cfg.data.progress_bars)  # where a person watches; not in logs and tests
     datasets = {}
     for name, split in (("train", cfg.data.train_split), ("val", cfg.data.val_split)):
         parts = []
@@ -116,7 +118,7 @@ def prepare_datasets(cfg: TrainJobConfig, data_dirs: list[Path], data_manifests:
         cache = materialize and split_pipe.augment is None
         for data_dir, data_manifest, weight in zip(data_dirs, data_manifests, cfg.data.sources.values()):
             ds = build_dataset(data_dir, split_pipe, split=split).dataset
-            ds.context.enable_progress_bars = False  # one line per epoch in the logs is enough
+            ds.context.enable_progress_bars = bars
             ds = ds.materialize() if cache else ds
             # uncached: count from the manifest (ds.count() would featurize, and augment, every row once)
             rows = ds.count() if cache else sum(c.get(split, 0) for c in data_manifest.get("counts", {}).values())
@@ -131,7 +133,7 @@ def prepare_datasets(cfg: TrainJobConfig, data_dirs: list[Path], data_manifests:
                 datasets[name] = datasets[name].materialize()
         else:  # validation: every row of every source, scored per task
             datasets[name] = parts[0][0].union(*[p for p, _ in parts[1:]]) if len(parts) > 1 else parts[0][0]
-        datasets[name].context.enable_progress_bars = False
+        datasets[name].context.enable_progress_bars = bars
     return datasets
 
 
