@@ -4,7 +4,7 @@ Needs a checkpoint with both a token output and a frame head (jobs/train_interpo
 and words_all shards with long enough clips for every bucket (1-5 ... 26+ words):
 
     python jobs/make_data.py --task words_all --num 400 --min-seconds 1 --max-seconds 14 --output runs/data/speed
-    python jobs/bench_speed.py --checkpoint runs/reproduce/interpolated/best --data runs/data/speed \
+    python jobs/bench_speed.py --checkpoint runs/reproduce/t5_interpolated/best --data runs/data/speed \
         --output-json runs/bench_speed.json --figure runs/bench_speed.png --target-formats compact,json_objects
 
 ``--target-formats``: the answer length generation is held to, per format: ``data`` (the rows'

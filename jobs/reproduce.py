@@ -3,7 +3,8 @@
 Trains every model with the same budget, evaluates, writes OUTPUT/tables.md. Resumable:
 finished runs (OUTPUT/<run>/test_metrics.json) are reused. ~18 models.
 
-    python jobs/reproduce.py --steps 500 --output runs/reproduce          # the full run (see BENCHMARKS.md)
+    python jobs/reproduce.py --steps 400 --eval-every 100 --num-items 1500 --output runs/reproduce
+                                                                            # the run BENCHMARKS.md reports
     python jobs/reproduce.py --quick --output /tmp/repro                   # CI: tables are produced
     python jobs/reproduce.py --model /ckpt/Qwen2-Audio-7B --finetune lora --lg-task events --tables table4 \
         --output runs/reproduce_qwen                                        # a pretrained backbone

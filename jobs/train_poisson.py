@@ -1,7 +1,7 @@
 """Train a Poisson-process frame head on an audio LM (the paper's method).
 
 With no flags: makes the synthetic `words_all` corpus if missing, trains the tiny
-Qwen2.5-Omni thinker on CPU, evaluates every decoder on the test split, prints the table
+Qwen2.5-Omni thinker on CPU, evaluates the eval.decoders its head reads on the test split, prints the table
 and the MLflow run.
 
     python jobs/train_poisson.py
