@@ -47,3 +47,16 @@ def test_the_system_turn_reaches_the_model_and_round_trips(tmp_path):
     loaded, manifest = load_frame_model(tmp_path)
     assert loaded.backbone.system_prompt == manifest.system_prompt == "You are a helpful assistant."
     assert torch.allclose(_audio_states(loaded.eval()), with_system, atol=1e-5)
+
+
+def test_training_config_reaches_the_manifest():
+    from framecall.config import ConfigError, build_config
+    from framecall.train.config import TrainJobConfig
+    from framecall.train.runner import frame_manifest
+
+    provenance = {"git_sha": "x", "data_manifest_sha256": "y"}
+    for overrides, want in (([], None), (["model.system_prompt=qwen2_audio"], "You are a helpful assistant.")):
+        cfg = build_config(TrainJobConfig, flags={}, overrides=overrides)
+        assert frame_manifest(cfg, [], "run", "file:///nowhere", provenance).system_prompt == want
+    with pytest.raises(ConfigError, match="model.system_prompt"):
+        build_config(TrainJobConfig, flags={}, overrides=["model.system_prompt=<|AUDIO|>"])

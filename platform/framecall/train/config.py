@@ -11,6 +11,7 @@ from framecall.frames.heads import DEFAULT_BIAS, WEIGHT_INITS
 from framecall.metrics import CONVENTIONS, PAIRINGS
 from framecall.frames.losses import FRAME_LOSSES, HEAD_OF_LOSS
 from framecall.token_answers import TARGET_FORMATS
+from framecall.prompts import resolve_system_prompt
 
 
 _HELDOUT_VOICES = ("en-us-nyc", "en-gb-x-gbclan", "en-gb-x-gbcwmd", "+klatt", "+Annie", "+david")
@@ -104,6 +105,10 @@ class ModelSection:
     directions inside the decoder; text stays causal (the authors' setting; recorded in the manifest)."""
     attn_implementation: str = "auto"
     """auto (transformers' choice: SDPA) | eager | sdpa. Flash attention cannot take the audio-block mask."""
+    system_prompt: str = "none"
+    """A system turn before every prompt: none | a name in framecall.prompts.SYSTEM_PROMPTS (qwen2_audio,
+    qwen2_5_omni: the chat templates' defaults, as the authors' code keeps) | the text itself.
+    Recorded in the manifest, so Serve and evaluation prompt the same way."""
 
     def __post_init__(self) -> None:
         if self.head_weight_init not in WEIGHT_INITS:
@@ -111,6 +116,7 @@ class ModelSection:
                              f"got {self.head_weight_init!r}")
         if self.finetune not in ("full", "lora", "head"):
             raise ValueError(f"model.finetune must be full, lora or head, got {self.finetune!r}")
+        resolve_system_prompt(self.system_prompt)  # an unknown special-token marker fails here, not on a worker
         if self.attn_implementation not in ("auto", "eager", "sdpa"):
             raise ValueError(f"model.attn_implementation must be auto, eager or sdpa, got {self.attn_implementation!r}")
         if self.subframes < 1:

@@ -29,6 +29,7 @@ from framecall.frames.units import FrameGrid
 from framecall.models.checkpoint import TRAINING_STATE, CheckpointError, CheckpointManifest, load_weights, write_manifest
 from framecall.models.frame_model import FrameModel, build_frame_model, save_weights
 from framecall.runtime import resolve_dtype
+from framecall.prompts import resolve_system_prompt
 from framecall.train.config import TrainJobConfig
 from framecall.train.evaluation import flat_metrics, predict_batch, score_records, usable_decoders
 from framecall.train.distributed import broadcast_object, gather_objects
@@ -184,7 +185,8 @@ def setup_worker(config: dict[str, Any]) -> Worker:
                               lora_alpha=cfg.model.lora_alpha, lora_targets=cfg.model.lora_targets,
                               head_bias=cfg.model.head_bias, head_weight_init=cfg.model.head_weight_init,
                               bidirectional_audio=cfg.model.bidirectional_audio,
-                              attn_implementation=cfg.model.attn_implementation)
+                              attn_implementation=cfg.model.attn_implementation,
+                              system_prompt=resolve_system_prompt(cfg.model.system_prompt))
     if cfg.model.gradient_checkpointing and device.type == "cuda":
         model.backbone.model.gradient_checkpointing_enable()
     params = [p for p in model.parameters() if p.requires_grad]

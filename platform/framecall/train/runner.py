@@ -20,6 +20,7 @@ from framecall.models.backbone import backbone_spec, resolve_model_path
 from framecall import tracking
 from framecall.models.checkpoint import TRAINING_STATE, CheckpointError, CheckpointManifest, LoraSpec, read_manifest
 from framecall.runtime import init_ray
+from framecall.prompts import resolve_system_prompt
 from framecall.train.checkpoints import COMPLETE, Pick, pick_checkpoint, replace_dir, resume_candidates, verify_complete
 from framecall.train.config import TrainJobConfig
 from framecall.train.evaluation import select_metric_name
@@ -190,7 +191,8 @@ def frame_manifest(cfg: TrainJobConfig, data_dirs: list[Path], run_id: str, trac
         mlflow_run_id=run_id, mlflow_tracking_uri=tracking_uri, git_sha=provenance["git_sha"],
         data_manifest_sha256=provenance["data_manifest_sha256"], nms_min_separation=cfg.eval.nms_min_separation,
         head_init_bias=cfg.head_init_bias,
-        bidirectional_audio=cfg.model.bidirectional_audio)
+        bidirectional_audio=cfg.model.bidirectional_audio,
+        system_prompt=resolve_system_prompt(cfg.model.system_prompt))
 
 
 def fit(cfg: TrainJobConfig, callbacks: list | None = None, run_tags: dict[str, str] | None = None,
