@@ -127,18 +127,25 @@ class FrameLocalizer:
 
     @classmethod
     def from_pretrained(cls, checkpoint: str | Path, device: str | None = None, dtype: str | None = None,
-                        **options: Any) -> FrameLocalizer:
-        """A checkpoint directory or ``models:/name/version`` (``MLFLOW_TRACKING_URI``), on the device
-        the runtime helper picks (CUDA + bf16 where present, else CPU + fp32) unless told otherwise."""
+                        allowed_roots: list[str] | None = None, **options: Any) -> FrameLocalizer:
+        """A checkpoint directory or ``models:/name/version|@alias|latest`` (``MLFLOW_TRACKING_URI``), on
+        the device the runtime helper picks (CUDA + bf16 where present, else CPU + fp32) unless told
+        otherwise. ``allowed_roots``: every file the checkpoint names must lie under one of them
+        (symlinks resolved; :func:`framecall.models.checkpoint.check_roots`); None: no restriction."""
         from framecall.models.frame_model import load_frame_model
         from framecall.runtime import choose_device
 
         plan = choose_device(device or "auto", dtype or "auto")
-        model, manifest = load_frame_model(checkpoint, dtype=plan.dtype)
+        ref, name, version = str(checkpoint), Path(str(checkpoint)).name, None
+        if ref.startswith("models:/"):  # an alias or latest: load and show the version it names now
+            import mlflow
+
+            from framecall.models.registry import model_version
+
+            name, version = model_version(ref, mlflow.get_tracking_uri())  # MLFLOW_TRACKING_URI
+            ref = f"models:/{name}/{version}"
+        model, manifest = load_frame_model(ref, dtype=plan.dtype, allowed_roots=allowed_roots)
         model.to(plan.device)
-        ref = str(checkpoint)
-        name = ref.split("/")[1] if ref.startswith("models:/") else Path(ref).name
-        version = ref.rstrip("/").split("/")[-1] if ref.startswith("models:/") else None
         return cls(model, manifest, name=options.pop("name", name), version=options.pop("version", version),
                    **options)
 

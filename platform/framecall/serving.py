@@ -153,7 +153,10 @@ def engine_for(settings: ServeSettings) -> FrameLocalizer:
         registered, version = model_version(ref, uri)
         settings = replace(settings, checkpoint=f"models:/{registered}/{version}")
     name = settings.model_name or (ref[len("models:/"):].split("/")[0].split("@")[0] if version else Path(ref).name)
-    return FrameLocalizer.from_pretrained(admit_checkpoint(settings), decoder=settings.decoder,
+    admitted = admit_checkpoint(settings)
+    # every file the checkpoint names (its symlinks, a local backbone) is held to the same roots
+    roots = [*settings.allowed_roots, *([str(admitted)] if version else [])]
+    return FrameLocalizer.from_pretrained(admitted, decoder=settings.decoder, allowed_roots=roots,
                                           chunk_seconds=settings.chunk_seconds,
                                           chunk_overlap_seconds=settings.chunk_overlap_seconds, name=name,
                                           version=version)

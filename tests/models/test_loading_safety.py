@@ -194,3 +194,16 @@ def test_registry_refuses_a_download_whose_digests_fail(tmp_path, ckpt_src, mlfl
         resolve_checkpoint(ref, mlflow_uri)
     entry = cache_entry(ref, mlflow_uri)
     assert not entry.exists() and not list(entry.parent.glob(".*staging-*"))
+
+
+def test_serve_engine_holds_every_checkpoint_file_to_the_roots(tmp_path, ckpt_src):
+    """Serve admits the directory, and the engine it builds checks the files the checkpoint names."""
+    from framecall.serving import ServeSettings, engine_for
+
+    allowed = tmp_path / "runs"
+    ckpt = _with_backbone(_copy(ckpt_src, allowed / "ckpt"),
+                          _copy(ensure_tiny("tiny-omni"), tmp_path / "elsewhere" / "model"))
+    with pytest.raises(OutsideRootsError, match="field backbone"):
+        engine_for(ServeSettings(checkpoint=str(ckpt), allowed_roots=[str(allowed)]))
+    engine = engine_for(ServeSettings(checkpoint=str(ckpt), allowed_roots=[str(allowed), str(tmp_path / "elsewhere")]))
+    assert engine.info["name"] == "ckpt"
