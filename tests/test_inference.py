@@ -14,10 +14,10 @@ def test_from_pretrained_localize_and_align(tmp_path):
     assert next(loc.model.parameters()).device.type == "cpu"  # the runtime helper's choice here
     audio, words = speech_clip("the cat sat on the mat")
     got = loc.localize(audio, "When does the 1st occurrence of the word 'cat' occur?", num_events=1)
-    assert got["num_events"] == 1 and 0 <= got["times_s"][0] <= audio.size / 16000
-    aligned = loc.align(audio, " ".join(words))
-    assert [w["word"] for w in aligned] == words
-    assert all(a["start"] <= b["start"] for a, b in zip(aligned, aligned[1:]))
+    assert got.num_events == 1 and 0 <= got.times_s[0] <= audio.size / 16000
+    aligned = loc.align(audio, " ".join(words)).words
+    assert [w.word for w in aligned] == words
+    assert all(a.start <= a.end <= b.start for a, b in zip(aligned, aligned[1:]))
     with pytest.raises(ValueError, match="needs a Poisson head"):
         FrameLocalizer.from_pretrained(make_checkpoint(tmp_path / "b", ["words"], head="binary"),
                                        decoder="posterior_mode")

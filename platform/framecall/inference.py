@@ -5,14 +5,14 @@ and duration limits and API keys are the Serve app's business (:mod:`framecall.s
     from framecall.inference import FrameLocalizer
     loc = FrameLocalizer.from_pretrained("runs/train_poisson/best")      # or models:/name/version
     loc.localize(samples_16k, "When does the 2nd occurrence of the word 'much' occur?", num_events=1)
-    loc.align(samples_16k, "the cat sat on the mat")                     # [{word, start, end}, ...]
+    loc.align("talk.wav", "the cat sat on the mat")      # Alignment: words with start, end, confidence
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Union
 
 import numpy as np
 import torch
@@ -24,6 +24,7 @@ from framecall.frames.decoding import decode, decoder_serves, expected_count
 from framecall.frames.units import FrameGrid
 from framecall.models.checkpoint import CheckpointManifest
 from framecall.prompts import alignment_prompt
+from framecall.results import Alignment, Localization, WordTiming
 
 SAMPLE_RATE = 16000
 
@@ -106,8 +107,9 @@ class FrameLocalizer:
 
     def __init__(self, model, manifest: CheckpointManifest, decoder: str | None = None,
                  chunk_seconds: float | None = None, chunk_overlap_seconds: float = 4.0,
-                 name: str = "model", version: str | None = None) -> None:
+                 name: str = "model", version: str | None = None, confidence_tolerance_s: float = 0.04) -> None:
         manifest.check(name, frame_head=True)
+        self.confidence_tolerance_s = confidence_tolerance_s  # the window a Poisson confidence is the mass of
         self.model, self.manifest = model, manifest
         self.head = manifest.head
         self.decoder = decoder or manifest.default_decoder
@@ -194,30 +196,121 @@ class FrameLocalizer:
         pos = decode(self.decoder, curve, n, head=self.head, min_separation=self.manifest.nms_min_separation,
                      unit_s=self.grid.unit_s)
         times = [round(float(t), 4) for t in self.grid.to_seconds(pos)]
-        result = {"times_s": times, "num_events": len(times),
+        confidences = event_confidences(curve, pos, self.head, self.confidence_tolerance_s / self.grid.unit_s)
+        result = {"times_s": times, "confidences": [round(c, 4) for c in confidences], "num_events": len(times),
                   "count_estimate": None if estimate is None else round(estimate, 3), "chunks": len(curves)}
         if q.return_curve:
             result["curve"] = {"unit_s": self.grid.unit_s, "kind": "log_intensity" if self.head == "poisson"
                                else "logit", "values": [round(float(v), 5) for v in curve]}
         return result
 
-    def localize(self, samples: np.ndarray, question: str, num_events: int | None = None,
-                 task: str | None = None) -> dict[str, Any]:
-        """One recording (float32 [N], 16 kHz mono) and one question -> {times_s, num_events, task, ...}."""
+    def localize(self, audio: AudioInput, question: str, num_events: int | None = None,
+                 task: str | None = None) -> Localization:
+        """One recording and one question -> a :class:`~framecall.results.Localization` (times with
+        confidences). ``audio``: float32 [N] 16 kHz mono samples, an audio file's path, or its bytes.
+        (``predict`` answers many queries at once, as plain dicts, for Serve and batch prediction.)"""
+        samples = as_samples(audio)
         task = check_query(self.head, self.tasks, question, num_events, task)
-        return {**self.predict([Query(samples, question, num_events)])[0], "task": task}
+        result = self.predict([Query(samples, question, num_events)])[0]
+        return Localization(question, result["times_s"], result["confidences"], task, samples.size / SAMPLE_RATE,
+                            result["count_estimate"], self.confidence_tolerance_s if self.head == "poisson" else None,
+                            dict(self.info))
 
-    def align(self, samples: np.ndarray, transcript: str) -> list[dict[str, Any]]:
-        """Word start and end times of ``transcript`` in ``samples``."""
+    def align(self, audio: AudioInput, transcript: str) -> Alignment:
+        """Word start and end times of ``transcript`` in ``audio`` (as for :meth:`localize`): starts from
+        the head, each end at the word's last loud 10 ms before the next start (so silences show)."""
+        samples, words = as_samples(audio), transcript_words(transcript)
+        if not words:
+            raise QueryError("transcript", "transcript has no words")
         result = self.predict([alignment_query(samples, transcript)])[0]
-        return align_words(transcript_words(transcript), result["times_s"], samples)
+        if len(result["times_s"]) < len(words):  # never silently fewer words than asked for
+            raise QueryError("transcript", f"the model placed only {len(result['times_s'])} of the {len(words)} "
+                                           f"words in {samples.size / SAMPLE_RATE:.3f} s of audio")
+        timed = align_words(words, result["times_s"], samples, result["confidences"], ends="energy")
+        return Alignment(transcript, [WordTiming(**w) for w in timed], samples.size / SAMPLE_RATE,
+                         self.confidence_tolerance_s if self.head == "poisson" else None, dict(self.info))
 
 
-def align_words(words: list[str], times_s: list[float], samples: np.ndarray) -> list[dict[str, Any]]:
-    """Word starts -> [{word, start, end}]: end = next start, the last ends where speech ends."""
+def align_words(words: list[str], times_s: list[float], samples: np.ndarray, confidences: list[float] | None = None,
+                ends: str = "next_start") -> list[dict[str, Any]]:
+    """Word starts -> [{word, start, end[, confidence]}] in time order. ``ends="next_start"``: a word
+    ends where the next begins, the last where speech ends (Serve's and batch prediction's JSON);
+    ``"energy"``: at :func:`energy_offsets` within that span, leaving the silences between words."""
+    order = sorted(range(len(times_s)), key=lambda i: times_s[i])
     end_s = detect_speech_end(samples, SAMPLE_RATE)
     intervals = word_intervals(times_s, max(end_s, max(times_s, default=0.0)))
-    return [{"word": w, "start": round(s, 4), "end": round(e, 4)} for w, (s, e) in zip(words, intervals)]
+    if ends == "energy":
+        offsets = energy_offsets(samples, [s for s, _ in intervals], [e for _, e in intervals])
+        intervals = [(s, e) for (s, _), e in zip(intervals, offsets)]
+    elif ends != "next_start":
+        raise ValueError(f"ends must be 'next_start' or 'energy', got {ends!r}")
+    out: list[dict[str, Any]] = [{"word": w, "start": round(s, 4), "end": round(e, 4)}
+                                 for w, (s, e) in zip(words, intervals)]
+    if confidences is not None:
+        for item, i in zip(out, order):
+            item["confidence"] = confidences[i]
+    return out
+
+
+def energy_offsets(samples: np.ndarray, starts_s: list[float], limits_s: list[float],
+                   below_peak_db: float = 35.0) -> list[float]:
+    """Each word's end: the end of the last 10 ms window in [start, limit) whose RMS is within
+    ``below_peak_db`` of the clip's loudest window, clamped to the limit (the next word's start);
+    a word with no such window gets one window. samples [N] 16 kHz mono."""
+    win = SAMPLE_RATE // 100
+    n = samples.size // win
+    rms = np.sqrt((samples[: n * win].astype(np.float64).reshape(n, win) ** 2).mean(1))
+    loud = rms >= rms.max(initial=0.0) * 10 ** (-below_peak_db / 20) if rms.max(initial=0.0) > 0 else rms > 0
+    out = []
+    for start, limit in zip(starts_s, limits_s):
+        lo, hi = int(start * SAMPLE_RATE) // win, int(np.ceil(limit * SAMPLE_RATE / win))
+        hits = np.nonzero(loud[lo:hi])[0]
+        end = (lo + hits[-1] + 1) * win / SAMPLE_RATE if hits.size else start + win / SAMPLE_RATE
+        out.append(min(max(end, start), limit))
+    return out
+
+
+def event_confidences(curve: torch.Tensor, positions: torch.Tensor, head: str, tolerance_units: float) -> list[float]:
+    """One confidence in [0, 1] per decoded position (sub-frames [n]) from the head's curve [T].
+
+    Poisson (log-intensity): the intensity mass within +-``tolerance_units`` of the time, rescaled so
+    the whole curve holds the n decoded events (n * Lam(window) / Lam(T): given n, the expected
+    number of events in the window), capped at 1. Not the posterior of the i-th ordered event
+    (Beta(i, n-i+1) under u = Lam(t)/Lam(T)): that also spreads over *which* peak is the i-th, so
+    twenty perfectly placed words, one unit-mass peak each, would read about 0.25.
+    Binary (logits): the peak probability, sigmoid of the logit at the predicted sub-frame.
+    """
+    n, t_frames = positions.numel(), curve.numel()
+    if n == 0:
+        return []
+    x, pos = curve.to(torch.float64), positions.to(torch.float64)
+    if head != "poisson":
+        return torch.sigmoid(x[pos.floor().long().clamp(0, t_frames - 1)]).tolist()
+    lam = torch.exp(x - x.max())  # scale-free: only ratios matter
+    cum = torch.cat([torch.zeros(1, dtype=torch.float64), torch.cumsum(lam, 0)])  # Lam at sub-frame edges [T+1]
+
+    def big_lambda(p: torch.Tensor) -> torch.Tensor:  # Lam at continuous positions, linear inside a sub-frame
+        p = p.clamp(0, t_frames)
+        f = p.floor().long().clamp(max=t_frames - 1)
+        return cum[f] + (p - f) * lam[f]
+
+    window = big_lambda(pos + tolerance_units) - big_lambda(pos - tolerance_units)  # [n]
+    return (n * window / cum[-1]).clamp(0.0, 1.0).tolist()
+
+
+AudioInput = Union[np.ndarray, str, Path, bytes]
+
+
+def as_samples(audio: AudioInput) -> np.ndarray:
+    """float32 [N] 16 kHz mono from samples (taken as they are), a file path or file bytes (decoded,
+    resampled, validated: an :class:`~framecall.audio.io.AudioError` names the file)."""
+    if isinstance(audio, np.ndarray):
+        if audio.ndim != 1 or audio.size == 0:
+            raise ValueError(f"audio samples must be a non-empty mono array [N], got shape {audio.shape}")
+        return audio.astype(np.float32, copy=False)
+    from framecall.audio.io import decode_audio
+
+    return decode_audio(audio, target_sr=SAMPLE_RATE)[0]
 
 
 def transcript_words(transcript: str) -> list[str]:

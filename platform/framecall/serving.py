@@ -6,7 +6,6 @@ admission, question types and the alignment output formats. The engine itself is
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -115,27 +114,14 @@ def question_task(question: str) -> str | None:
 
 
 def format_alignment(words: list[dict[str, Any]], fmt: str, duration_s: float, utterance: str = "utt") -> str:
-    """TextGrid (long format, Montreal Forced Aligner's default) or CTM (NeMo Forced Aligner's)."""
-    if fmt == "ctm":  # <utt> <channel> <start> <duration> <word>
-        return "".join(f"{utterance} 1 {w['start']:.3f} {max(0.0, w['end'] - w['start']):.3f} {w['word']}\n"
-                       for w in words)
-    if fmt == "textgrid":
-        from praatio import textgrid
+    """TextGrid (long format, Montreal Forced Aligner's default) or CTM (NeMo Forced Aligner's),
+    written by :mod:`framecall.formats` (the Python API's writers)."""
+    from framecall import formats
 
-        end = max(duration_s, max((w["end"] for w in words), default=0.0))
-        entries, last = [], 0.0
-        for w in words:  # praatio refuses overlaps and zero-length intervals: keep them strictly ordered
-            start = max(w["start"], last)
-            stop = max(w["end"], start + 0.001)
-            entries.append((start, stop, w["word"]))
-            last = stop
-        tier = textgrid.IntervalTier("words", entries, 0.0, max(end, last))
-        grid = textgrid.Textgrid()
-        grid.addTier(tier)
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "out.TextGrid"
-            grid.save(str(path), format="long_textgrid", includeBlankSpaces=True, reportingMode="silence")
-            return path.read_text()
+    if fmt == "ctm":
+        return formats.write_ctm(words, utterance)
+    if fmt == "textgrid":
+        return formats.write_textgrid(words, duration_s)
     raise ValueError(f"unknown format {fmt!r}; valid: {list(OUTPUT_FORMATS)}")
 
 
