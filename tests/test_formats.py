@@ -72,6 +72,9 @@ def test_rttm_from_speaker_onsets_round_trip(tmp_path):
     turns = formats.onset_turns([4.25, 0.5, 9.0], duration_s=12.0)
     assert [(t.label, t.start, t.end) for t in turns] == [("spk2", 0.5, 4.25), ("spk1", 4.25, 9.0),
                                                           ("spk3", 9.0, 12.0)]
+    together = formats.onset_turns([1.0, 1.0, 3.0, 5.0], duration_s=5.0, labels=["a", "b", "c", "d"])
+    assert [(t.label, t.start, t.end) for t in together] == [("a", 1.0, 3.0), ("b", 1.0, 3.0), ("c", 3.0, 5.0),
+                                                             ("d", 5.0, 5.001)]  # overlap; never empty
     text = formats.write_rttm(turns, file_id="meeting1")
     assert text.splitlines()[0] == "SPEAKER meeting1 1 0.500 3.750 <NA> <NA> spk2 <NA> <NA>"
     path = tmp_path / "a.rttm"

@@ -193,15 +193,20 @@ def read_vtt(path: str | Path) -> list[Interval]:
 # ---------------------------------------------------------------- RTTM (pyannote.core out, by hand in)
 
 def onset_turns(onsets_s: Sequence[float], duration_s: float, labels: Sequence[str] | None = None) -> list[Interval]:
-    """Speaker onsets -> one turn per speaker, from its onset to the next onset (or the audio's end).
-    Default labels: ``spk1``, ``spk2``, ... in onset order."""
+    """Speaker onsets -> one turn per speaker, from its onset to the next later onset (or the audio's
+    end; speakers starting together overlap). Turns last at least 1 ms, RTTM's resolution (a
+    zero-length segment would vanish from a pyannote Annotation). Default labels: ``spk1``,
+    ``spk2``, ... in the order given."""
     order = sorted(range(len(onsets_s)), key=lambda i: onsets_s[i])
     names = list(labels) if labels is not None else [f"spk{k + 1}" for k in range(len(onsets_s))]
     if len(names) != len(onsets_s):
         raise ValueError(f"{len(names)} labels for {len(onsets_s)} onsets")
     starts = [float(onsets_s[i]) for i in order]
-    ends = [*starts[1:], max(float(duration_s), starts[-1] if starts else 0.0)]
-    return [Interval(names[i], s, e) for i, s, e in zip(order, starts, ends)]
+    turns = []
+    for i, start in zip(order, starts):
+        end = next((s for s in starts if s > start), float(duration_s))
+        turns.append(Interval(names[i], start, max(end, start + 0.001)))
+    return turns
 
 
 def write_rttm(turns: Iterable[Interval], file_id: str) -> str:
