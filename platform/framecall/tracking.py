@@ -144,12 +144,14 @@ class RunLogger:
         return False
 
     def last_logged_step(self) -> int | None:
-        """The highest step of any metric of the run so far (-1: none; None: the store did not answer)."""
+        """The highest training step of any metric of the run so far (-1: none; None: the store did not
+        answer). MLflow's system metrics (``system/*``) count their own samples, not training steps."""
         steps = [-1]
 
         def read() -> None:
             for key in self.client.get_run(self.run_id).data.metrics:
-                steps.extend(m.step for m in self.client.get_metric_history(self.run_id, key))
+                if not key.startswith("system/"):
+                    steps.extend(m.step for m in self.client.get_metric_history(self.run_id, key))
 
         return max(steps) if self._call("read of the metric history", read, weight=0) else None
 

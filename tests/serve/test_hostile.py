@@ -345,17 +345,21 @@ def test_a_poisoned_query_fails_alone_in_its_batch(server, good):
     from framecall.inference import Query
 
     handle = serve.get_deployment_handle("FrameModelServer", app_name="hostile")
-    before = handle.info.remote().result()["recent_batches"]
     samples = speech_clip("the cat sat on the mat")[0]
     queries = [Query(samples, Q, 1) for _ in range(7)]
     queries.insert(3, Query(np.zeros(50, np.float32), Q, 1))
-    responses = [handle.localize.remote(q) for q in queries]
-    results = [r.result(timeout_s=60) for r in responses]
-    info = handle.info.remote().result()
-    assert info["recent_batches"] - before == 1, "the eight queries should have shared one batch"
-    assert "error" in results[3] and "could not process" in results[3]["error"]
-    good_results = results[:3] + results[4:]
-    assert all("error" not in r and len(r["times_s"]) == 1 for r in good_results), good_results
+    shared = False
+    for _ in range(5):  # a loaded machine may split the eight over two batch windows: send again
+        before = handle.info.remote().result()["recent_batches"]
+        responses = [handle.localize.remote(q) for q in queries]
+        results = [r.result(timeout_s=60) for r in responses]
+        assert "error" in results[3] and "could not process" in results[3]["error"]
+        good_results = results[:3] + results[4:]
+        assert all("error" not in r and len(r["times_s"]) == 1 for r in good_results), good_results
+        if handle.info.remote().result()["recent_batches"] - before == 1:
+            shared = True
+            break
+    assert shared, "the eight queries never shared one batch in 5 tries"
 
 
 def test_good_requests_beside_hostile_ones_all_succeed(server, good):

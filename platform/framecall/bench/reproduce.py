@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from framecall.config import build_config, to_dict
+from framecall.config import build_config
 
 
 @dataclass
@@ -63,14 +63,15 @@ def _quick(cfg: ReproduceConfig) -> ReproduceConfig:
 
 def _make(path: Path, task: str, num: int, seed: int, lo: float, hi: float, window=None, test_only=False) -> Path:
     from framecall.data.shards import ShardWriter
-    from framecall.data.synthetic import SynthConfig, generate
+    from framecall.data.synthetic import SynthConfig, generate, synth_params
 
     if (path / "_manifest.json").is_file():
         return path
     splits = {"test": 1.0} if test_only else ({"train": 0.8, "val": 0.1, "test": 0.1})
     synth = SynthConfig(task=task, num=num, seed=seed, min_seconds=lo, max_seconds=hi, answer_window=window,
                         splits=splits)
-    with ShardWriter(path, params={"synth": to_dict(synth)}) as w:
+    # made_by: the training runs reuse this corpus as it is (not one they made and may rebuild)
+    with ShardWriter(path, params=synth_params(synth, made_by="jobs/reproduce.py")) as w:
         w.write_all(generate(synth))
     return path
 
