@@ -71,14 +71,19 @@ def test_tokenizer_text_uses_the_templates():
 
 
 def test_backbone_multi_clip_prompt_is_unchanged():
-    """The PolyAudio chat prompt, byte for byte as before the layout moved here (the method reads no state)."""
+    """The PolyAudio chat prompt, byte for byte as before the layout moved here (the method reads only
+    the system prompt, None by default)."""
+    from types import SimpleNamespace
+
     from framecall.models.backbone import QwenAudioBackbone
 
+    bare = SimpleNamespace(system_prompt=None)
+
     clip = "<|audio_bos|>" + "<|AUDIO|>" * 2 + "<|audio_eos|>"
-    text = QwenAudioBackbone.multi_prompt_text(None, "Which one?", [2, 2])  # type: ignore[arg-type]
+    text = QwenAudioBackbone.multi_prompt_text(bare, "Which one?", [2, 2])  # type: ignore[arg-type]
     assert text == (f"<|im_start|>user\nAudio 1: {clip}\nAudio 2: {clip}\nWhich one? Put your final answer inside "
                     "<answer></answer>.<|im_end|>\n<|im_start|>assistant\n")
-    text = QwenAudioBackbone.multi_prompt_text(None, "Which one?", [2], order="question_first")  # type: ignore[arg-type]
+    text = QwenAudioBackbone.multi_prompt_text(bare, "Which one?", [2], order="question_first")  # type: ignore[arg-type]
     assert text == (f"<|im_start|>user\nWhich one? Put your final answer inside <answer></answer>.\nAudio 1: {clip}\n"
                     "<|im_end|>\n<|im_start|>assistant\n")
 
