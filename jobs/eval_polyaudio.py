@@ -7,122 +7,16 @@
     python jobs/eval_polyaudio.py --config eval.yaml limit=50 --print-config     # keys: EvalPolyAudioConfig
 """
 
-import argparse
-import json
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "platform"))
 
-from framecall.config import ConfigError, add_config_args, build_config, to_yaml  # noqa: E402
-from framecall.polyaudio.judges import LLMJudge, RuleJudge  # noqa: E402
-from framecall.polyaudio.runner import log_report, run_bench, table  # noqa: E402
-
-JUDGES = ("rule", "llm")
-
-
-@dataclass
-class EvalPolyAudioConfig:
-    """What jobs/eval_polyaudio.py reads (each flag sets the key of the same name)."""
-
-    model: str = ""
-    """Framecall checkpoint, models:/ URI, tiny preset or HF checkpoint (required)."""
-    bench: str = ""
-    """PolyAudio shard directory, from jobs/make_polyaudio.py (required)."""
-    baselines: dict[str, str] = field(default_factory=dict)
-    """Name -> model, run the same way (--baseline NAME=MODEL, repeatable)."""
-    judges: list[str] = field(default_factory=lambda: ["rule"])
-    """rule and/or llm (the first is the table's)."""
-    judge_url: str | None = None
-    """OpenAI-compatible server of the llm judge."""
-    judge_model: str = "judge"
-    judge_guided: bool = False
-    """Send guided_choice (vLLM / framecall judge server)."""
-    single_audio: bool = False
-    """Clips concatenated with 2 s silence (seed protocol)."""
-    actors: int = 1
-    batch_size: int = 4
-    max_new_tokens: int = 64
-    limit: int | None = None
-    """First N items only."""
-    output: str = "runs/eval_polyaudio"
-    mlflow_uri: str | None = None
-    """Default: sqlite in ``output``."""
-
-    def __post_init__(self) -> None:
-        missing = [k for k in ("model", "bench") if not getattr(self, k)]
-        if missing:
-            raise ConfigError(f"missing {missing}: give --{missing[0]} (or {missing[0]}: in --config)")
-        unknown = [j for j in self.judges if j not in JUDGES]
-        if unknown or not self.judges:
-            raise ConfigError(f"judges: unknown judge(s) {unknown}; valid: {list(JUDGES)}")
-        if "llm" in self.judges and not self.judge_url:
-            raise ConfigError("judges: llm needs --judge-url (judge_url)")
-
-
-def parse_args(argv) -> tuple[EvalPolyAudioConfig, bool]:
-    """-> (the resolved config, whether --print-config was given); a bad flag or key exits with 2."""
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", "--checkpoint", dest="model",
-                   help="framecall checkpoint, models:/ URI, tiny preset or HF checkpoint")
-    p.add_argument("--baseline", action="append", default=[], help="NAME=MODEL, run the same way (repeatable)")
-    p.add_argument("--bench", help="PolyAudio shard directory (jobs/make_polyaudio.py)")
-    p.add_argument("--judge", help="rule and/or llm, comma separated (the first is the table's)")
-    p.add_argument("--judge-url", help="OpenAI-compatible server for the llm judge")
-    p.add_argument("--judge-model")
-    p.add_argument("--judge-guided", action="store_true", default=None,
-                   help="send guided_choice (vLLM / framecall judge server)")
-    p.add_argument("--single-audio", action="store_true", default=None,
-                   help="clips concatenated with 2 s silence (seed protocol)")
-    p.add_argument("--actors", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--max-new-tokens", type=int)
-    p.add_argument("--limit", type=int, help="first N items only")
-    p.add_argument("--output")
-    p.add_argument("--mlflow-uri", help="default: sqlite in --output")
-    add_config_args(p)
-    args = p.parse_args(argv)
-    bad = [b for b in args.baseline if "=" not in b]
-    if bad:
-        p.error(f"--baseline {bad[0]!r} must look like NAME=MODEL")
-    flags = {k: getattr(args, k) for k in ("model", "bench", "judge_url", "judge_model", "judge_guided",
-                                           "single_audio", "actors", "batch_size", "max_new_tokens", "limit",
-                                           "output", "mlflow_uri")}
-    flags["judges"] = args.judge.split(",") if args.judge else None
-    flags["baselines"] = dict(b.split("=", 1) for b in args.baseline) or None
-    try:
-        return build_config(EvalPolyAudioConfig, args.config, flags, args.overrides), args.print_config
-    except (ConfigError, ValueError) as e:
-        p.error(str(e))
-    raise AssertionError("unreachable")
+from framecall.polyaudio import eval_cli  # noqa: E402
 
 
 def main(argv=None) -> dict:
-    cfg, print_only = parse_args(argv)
-    if print_only:
-        print(to_yaml(cfg), end="")
-        return {}
-    judges = [RuleJudge() if name == "rule" else LLMJudge(cfg.judge_url, cfg.judge_model, guided=cfg.judge_guided)
-              for name in cfg.judges]
-    from framecall.runtime import init_ray
-
-    init_ray()
-    models = {"model": cfg.model, **cfg.baselines}
-    reports = {name: run_bench(m, cfg.bench, judges, cfg.actors, cfg.batch_size, cfg.max_new_tokens,
-                               cfg.single_audio, cfg.limit) for name, m in models.items()}
-    out = Path(cfg.output).resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    text = "\n\n".join(f"judge: {j.name}\n\n{table(reports, j.name)}" for j in judges)
-    for name, rep in reports.items():
-        text += f"\n\n{name}: {rep['items']} items, {rep['items_per_s']:.2f} items/s"
-        if "agreement" in rep:
-            text += f"; judge agreement {json.dumps(rep['agreement'])}"
-    (out / "table.md").write_text(text + "\n")
-    run_id = log_report(cfg.mlflow_uri or f"sqlite:///{out / 'mlflow.db'}", reports, out)
-    print(text)
-    print(f"MLflow run {run_id}")
-    return reports
+    return eval_cli.main(argv, __doc__)
 
 
 if __name__ == "__main__":
