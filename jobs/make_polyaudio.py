@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "platform"))
 
-from framecall.config import ConfigError, add_config_args, build_config, to_dict, to_yaml  # noqa: E402
+from framecall.config import ConfigError, add_config_args, config_from_args, to_dict  # noqa: E402
 from framecall.polyaudio.bench import PolyConfig  # noqa: E402
 
 
@@ -44,12 +44,8 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     flags = {"split": args.split, "per_task": args.per_task, "seed": args.seed, "tasks": args.tasks,
              "output": args.output}
-    try:
-        job = build_config(MakePolyAudioConfig, args.config, flags, args.overrides)
-    except (ConfigError, ValueError) as e:
-        p.error(str(e))
-    if args.print_config:
-        print(to_yaml(job), end="")
+    job = config_from_args(p, args, MakePolyAudioConfig, flags)
+    if job is None:
         return
     write_split(job.poly(), Path(job.output))
 

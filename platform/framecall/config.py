@@ -235,3 +235,16 @@ def add_config_args(parser: Any, overrides: bool = True) -> None:
                         help="print the resolved config as YAML and exit (nothing starts)")
     if overrides:
         parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.lr=3e-4")
+
+
+def config_from_args(parser: Any, args: Any, cls: type[T], flags: dict[str, Any]) -> T | None:
+    """The job's config from ``--config``, ``flags`` and the dotted overrides (a bad key or value exits
+    through ``parser.error`` with status 2); None after ``--print-config`` printed it as YAML."""
+    try:
+        cfg = build_config(cls, args.config, flags, getattr(args, "overrides", None))
+    except (ConfigError, ValueError) as e:
+        parser.error(str(e))
+    if args.print_config:
+        print(to_yaml(cfg), end="")
+        return None
+    return cfg

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from framecall.batch_predict import PredictConfig, predict_to_dir
-from framecall.config import ConfigError, add_config_args, build_config, to_yaml
+from framecall.config import ConfigError, add_config_args, config_from_args
 from framecall.data.inputs import INPUT_FORMATS, InputError, detect_format, read_inputs
 
 
@@ -89,14 +89,7 @@ def parse(argv=None, doc: str | None = None) -> PredictJobConfig | None:
     flags = {k: getattr(args, k) for k in ("checkpoint", "input", "input_format", "data", "output", "question",
                                            "transcript_column", "format", "num_events", "bad_rows", "progress",
                                            "batch_size", "actors")}
-    try:
-        job = build_config(PredictJobConfig, args.config, flags, args.overrides)
-    except (ConfigError, ValueError) as e:
-        p.error(str(e))
-    if args.print_config:
-        print(to_yaml(job), end="")
-        return None
-    return job
+    return config_from_args(p, args, PredictJobConfig, flags)
 
 
 def main(argv=None, doc: str | None = None) -> dict:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from framecall.config import ConfigError, build_config, to_yaml
+from framecall.config import config_from_args
 
 
 def _parser(doc: str) -> argparse.ArgumentParser:
@@ -24,12 +24,8 @@ def _run(p: argparse.ArgumentParser, args: argparse.Namespace, cls: type, flags:
     """Shared flags, then ``fit`` of the built config; a config error exits with argparse's 2."""
     flags = {"data.data_dir": args.data, "ray.num_workers": args.num_workers, "output": args.output,
              "resume": args.resume, **flags}
-    try:
-        cfg = build_config(cls, args.config, flags, args.overrides)
-    except (ConfigError, ValueError) as e:
-        p.error(str(e))
-    if args.print_config:
-        print(to_yaml(cfg), end="")
+    cfg = config_from_args(p, args, cls, flags)
+    if cfg is None:
         return
     result = fit(cfg)
     print(f"{stage} adapter: {result.best_checkpoint}  MLflow run {result.run_id} ({result.tracking_uri})"
