@@ -88,6 +88,22 @@ def test_console_progress_lines():
         build_config(TrainJobConfig, overrides=["data.progress_bars=sometimes"])
 
 
+def test_console_progress_is_written_once_under_ray_trains_print_patch(capsys, monkeypatch, caplog):
+    """Ray Train workers replace print with one that tees to stdout *and* the root logger (shown on the
+    driver twice); the progress line must bypass it."""
+    import builtins
+    import logging
+
+    from ray.train.v2._internal.logging.patch_print import redirected_print
+
+    monkeypatch.setattr(builtins, "print", redirected_print)
+    caplog.set_level(logging.INFO)
+    ConsoleProgress(max_steps=10, items_per_step=2, out=sys.stdout).update(1, 0.25)
+    monkeypatch.undo()
+    assert capsys.readouterr().out.count("[framecall] step 1/10") == 1
+    assert not [r for r in caplog.records if "[framecall] step" in r.getMessage()]
+
+
 def test_system_metrics_land_in_the_run(tmp_path, mlflow_uri):
     import time
 

@@ -36,7 +36,10 @@ class ConsoleProgress:
         eta = (self.max_steps - step) / rate if rate > 0 else float("inf")
         line = (f"[framecall] step {step}/{self.max_steps} loss {float(loss):.4f} | {rate:.2f} steps/s "
                 f"{rate * self.items_per_step:.1f} items/s | ETA {format_eta(eta)}")
-        print(line, file=self.out, flush=True)
+        # write, not print: Ray Train patches print on its workers to tee it into its logger, which
+        # showed every line twice in the driver's output
+        self.out.write(line + "\n")
+        self.out.flush()
         self._last_step, self._last_t = step, now
         return line
 
