@@ -4,6 +4,8 @@
     framecall localize a.wav b.wav c.wav -q "When does the 2nd speaker start speaking?" --output out/
     framecall align talk.wav "the cat sat on the mat" --format textgrid > talk.TextGrid
     framecall align --pairs pairs.tsv --format ctm --output out/     # audio<TAB>transcript per line
+    framecall predict --checkpoint CKPT --input recordings/ --output out/   # in-process (jobs/predict.py)
+    framecall export-adapter --checkpoint CKPT --output adapter/   # a LoRA frame model in peft's layout
 
 ``--url`` (default ``$FRAMECALL_URL`` or http://127.0.0.1:8000) and ``--api-key`` (default
 ``$FRAMECALL_API_KEY``). Many files get a progress bar; a failed file is reported with the
@@ -122,7 +124,40 @@ def _write(output: str | None, name: str, text: str) -> None:
     (Path(output) / name).write_text(text)
 
 
+def run_predict(argv: list[str]) -> int:
+    """``framecall predict ...``: jobs/predict.py's command line, in this process (no server)."""
+    from framecall import predict_cli
+
+    return predict_cli.cli(argv, predict_cli.HELP, prog="framecall predict")
+
+
+def run_export_adapter(argv: list[str]) -> int:
+    """``framecall export-adapter``: a LoRA frame checkpoint's adapter in peft's layout."""
+    p = argparse.ArgumentParser(prog="framecall export-adapter",
+                                description="Write a finetune=lora frame checkpoint's LoRA as a peft adapter "
+                                            "(adapter_config.json + adapter_model.safetensors) and its head.")
+    p.add_argument("--checkpoint", required=True, help="checkpoint directory or models:/name/version")
+    p.add_argument("--output", required=True, help="new directory (must not exist or be empty)")
+    args = p.parse_args(argv)
+    from framecall.models.adapters import export_frame_adapter
+    from framecall.models.checkpoint import CheckpointError
+
+    try:
+        print(f"peft adapter: {export_frame_adapter(args.checkpoint, args.output)}")
+    except (CheckpointError, FileExistsError) as e:
+        print(f"export-adapter: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+LOCAL_COMMANDS = {"predict": run_predict, "export-adapter": run_export_adapter}
+"""Subcommands that run in this process and take their own flags (no --url / --api-key)."""
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in LOCAL_COMMANDS:
+        return LOCAL_COMMANDS[argv[0]](argv[1:])
     p = argparse.ArgumentParser(prog="framecall", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--url", help=f"server (default $FRAMECALL_URL or {DEFAULT_URL})")
@@ -140,7 +175,11 @@ def main(argv: list[str] | None = None) -> int:
     al.add_argument("--pairs", help="TSV file: audio path <TAB> transcript, one pair per line")
     al.add_argument("--format", default="json", choices=["json", "textgrid", "ctm"])
     al.add_argument("--output", help="directory for one file per audio (default: stdout)")
+    sub.add_parser("predict", help="batch prediction in this process: framecall predict --help")
+    sub.add_parser("export-adapter", help="a LoRA frame checkpoint as a peft adapter: framecall export-adapter --help")
     args = p.parse_args(argv)
+    if args.command in LOCAL_COMMANDS:  # reached only with --url/--api-key before it
+        p.error(f"{args.command} runs in this process, not against a server: framecall {args.command} ...")
     client = FramecallClient(args.url, args.api_key)
     failures = 0
     if args.command == "localize":
