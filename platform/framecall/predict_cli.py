@@ -1,5 +1,5 @@
-"""The command line of ``jobs/predict.py``: its typed config, flags and run (batch prediction over
-shards or plain audio, :mod:`framecall.batch_predict`)."""
+"""The command line of ``jobs/predict.py`` and ``framecall predict``: its typed config, flags and run
+(batch prediction over shards or plain audio, :mod:`framecall.batch_predict`)."""
 
 from __future__ import annotations
 
@@ -68,9 +68,20 @@ class PredictJobConfig:
                              batch_size=self.batch_size, actors=self.actors, progress_bars=self.progress)
 
 
-def parse(argv=None, doc: str | None = None) -> PredictJobConfig | None:
+HELP = """Batch prediction in a Ray Data actor pool (no server needed). --input is a folder of audio
+files, a list file (PATH<TAB>question or transcript), a lhotse manifest, a Hugging Face datasets
+folder or framecall shards; one result per row under --output plus _index.json (failures counted by
+reason); exit status 1 when any row failed.
+
+    framecall predict --checkpoint runs/train_poisson/best --input recordings/ --output runs/pred \\
+        --question "When does the 1st occurrence of the word 'cat' occur?"
+    framecall predict --checkpoint CKPT --input cuts.jsonl.gz --output runs/subs --format srt
+"""
+
+
+def parse(argv=None, doc: str | None = None, prog: str | None = None) -> PredictJobConfig | None:
     """-> the job's config, or None after --print-config printed it (``doc``: the --help text)."""
-    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", help="checkpoint directory or models:/name/version")
     p.add_argument("--input", help="audio folder or file, list file, lhotse manifest, datasets folder, shards")
     p.add_argument("--input-format", help=f"one of {', '.join(INPUT_FORMATS)} (default auto)")
@@ -92,9 +103,9 @@ def parse(argv=None, doc: str | None = None) -> PredictJobConfig | None:
     return config_from_args(p, args, PredictJobConfig, flags)
 
 
-def main(argv=None, doc: str | None = None) -> dict:
+def main(argv=None, doc: str | None = None, prog: str | None = None) -> dict:
     """Predict; -> the summary written to OUTPUT/_index.json ({} after --print-config)."""
-    job = parse(argv, doc)
+    job = parse(argv, doc, prog)
     if job is None:
         return {}
     try:
@@ -114,6 +125,6 @@ def main(argv=None, doc: str | None = None) -> dict:
     return summary
 
 
-def cli(argv=None, doc: str | None = None) -> int:
+def cli(argv=None, doc: str | None = None, prog: str | None = None) -> int:
     """The exit status: 1 when any row failed."""
-    return 1 if main(argv, doc).get("skipped") else 0
+    return 1 if main(argv, doc, prog).get("skipped") else 0
