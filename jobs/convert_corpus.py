@@ -5,6 +5,12 @@
     python jobs/convert_corpus.py libricount --root LibriCount10-0dB --output data/libricount
     python jobs/convert_corpus.py audioset --tsv audioset_eval_strong.tsv --audio-dir seg_audio \
         --label-names mid_to_display_name.csv --output data/audioset_eval
+    python jobs/convert_corpus.py rttm --rttm voxconverse/dev --audio-dir voxconverse_audio/dev \
+        --output data/voxconverse_dev --window-s 30        # AMI: --rttm ami/only_words/rttms/dev --audio-dir amicorpus
+
+RTTM: ``SPEAKER`` turns of each file id, its recording ``<id>.wav`` (or ``<id>.<any>.wav``, e.g. AMI's
+``ES2002a.Mix-Headset.wav``) anywhere under --audio-dir; one ``speakers`` item per --window-s window
+with speech (0: the whole recording). A bad RTTM line fails naming its file and line.
 
 ``--on-error skip`` skips unreadable inputs and lists each one in the manifest.
 """
@@ -34,7 +40,11 @@ def main(argv: list[str] | None = None) -> None:
     a.add_argument("--tsv", required=True)
     a.add_argument("--audio-dir", required=True)
     a.add_argument("--label-names")
-    for s in (ls, lc, a):
+    r = sub.add_parser("rttm")
+    r.add_argument("--rttm", required=True, help="an RTTM file, or a folder of *.rttm")
+    r.add_argument("--audio-dir", required=True)
+    r.add_argument("--window-s", type=float, default=30.0, help="seconds per item (0: the whole recording)")
+    for s in (ls, lc, a, r):
         s.add_argument("--output", required=True)
         s.add_argument("--split", default="train")
         s.add_argument("--seed", type=int, default=0)
@@ -44,6 +54,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.corpus == "librispeech":
         report = converters.convert_librispeech_mfa(args.audio_root, args.alignments_root, args.output,
                                                     tasks=tuple(args.tasks.split(",")), **common)
+    elif args.corpus == "rttm":
+        report = converters.convert_rttm(args.rttm, args.audio_dir, args.output, args.window_s or None, **common)
     elif args.corpus == "libricount":
         report = converters.convert_libricount(args.root, args.output, **common)
     else:

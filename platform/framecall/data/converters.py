@@ -8,6 +8,8 @@
 - AudioSet strong labels: a TSV with ``segment_id, start_time_seconds, end_time_seconds,
   label`` (times relative to the segment) and one audio file per segment id in a folder,
   optionally a CSV mapping label ids (``/m/...``) to display names: ``events`` items.
+- Diarization references (AMI, VoxConverse): RTTM ``SPEAKER`` turns (one file, or a folder of
+  ``*.rttm``) + a folder of recordings named by file id, cut into windows: ``speakers`` items.
 
 Missing or unreadable inputs fail with the file named by default; ``on_error="skip"``
 skips them, and every skipped input is listed in the manifest's ``params.skipped``.
@@ -283,3 +285,102 @@ def convert_audioset_strong(
 
     params = {"converter": "audioset_strong", "tsv": str(tsv_path), "audio_dir": str(audio_dir), "seed": seed}
     return _run(rows(), Path(output), params, report, rows_per_shard, on_error)
+
+
+# ---------------------------------------------------------------- RTTM diarization references (AMI, VoxConverse)
+
+def read_rttm_files(rttm: Path) -> dict[str, tuple[Path, list]]:
+    """file id -> (the RTTM it came from, its speaker turns) over one RTTM file or every ``*.rttm``
+    under a folder. A bad line fails naming file and line; a file id in two files is refused."""
+    from framecall.formats import FormatError, read_rttm
+
+    files = [rttm] if rttm.is_file() else sorted(rttm.rglob("*.rttm"))
+    if not files:
+        raise CorpusFormatError(f"{rttm}: no RTTM file (give an .rttm file or a folder holding *.rttm)")
+    out: dict[str, tuple[Path, list]] = {}
+    for path in files:
+        try:
+            turns = read_rttm(path)
+        except FormatError as e:
+            raise CorpusFormatError(str(e)) from None
+        for file_id, file_turns in turns.items():
+            if file_id in out:
+                raise CorpusFormatError(f"{path}: file id {file_id!r} also appears in {out[file_id][0]}")
+            out[file_id] = (path, file_turns)
+    return out
+
+
+def audio_index(audio_dir: Path) -> dict[str, Path]:
+    """Every audio file under ``audio_dir`` by name without extension, and by the part before the first
+    dot (AMI's ``ES2002a.Mix-Headset.wav`` is file id ``ES2002a``); an exact stem wins."""
+    index: dict[str, Path] = {}
+    paths = sorted(p for p in audio_dir.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file())
+    for p in paths:
+        index.setdefault(p.name.split(".")[0], p)
+    for p in paths:
+        index[p.stem] = p
+    return index
+
+
+def window_onsets(turns: list, start_s: float, end_s: float) -> list[tuple[str, float]]:
+    """(speaker, onset relative to ``start_s``) of each speaker active in [start_s, end_s), sorted by
+    onset: the first moment the speaker is heard in the window (0 for a turn running into it)."""
+    first: dict[str, float] = {}
+    for turn in turns:
+        if turn.end > start_s and turn.start < end_s:
+            onset = max(turn.start, start_s) - start_s
+            first[turn.label] = min(onset, first.get(turn.label, onset))
+    return sorted(first.items(), key=lambda kv: (kv[1], kv[0]))
+
+
+def convert_rttm(
+    rttm: str | Path, audio_dir: str | Path, output: str | Path, window_s: float | None = 30.0,
+    split: str = "train", seed: int = 0, on_error: Literal["fail", "skip"] = "fail", rows_per_shard: int = 256,
+) -> ConversionReport:
+    """``speakers`` items from a diarization reference: RTTM turns + one recording per file id under
+    ``audio_dir`` (any depth; ``<id>.wav`` or ``<id>.<anything>.wav``). Each recording is cut into
+    ``window_s`` windows (None: whole), and each window with speech asks when its k-th speaker (by
+    first activity in the window, LibriCount's definition) starts, k drawn per window."""
+    rttm, audio_dir = Path(rttm), Path(audio_dir)
+    if window_s is not None and window_s <= 0:
+        raise ValueError(f"window_s must be > 0 or None, got {window_s}")
+    references, audio = read_rttm_files(rttm), audio_index(audio_dir)
+    report = ConversionReport()
+
+    def rows() -> Iterator[dict[str, Any]]:
+        for n, (file_id, (source, turns)) in enumerate(sorted(references.items())):
+            try:
+                if file_id not in audio:
+                    raise CorpusFormatError(f"{source}: file id {file_id!r} has no audio {file_id}[.*].(flac|wav|ogg) "
+                                            f"under {audio_dir}")
+                samples, sr = decode_audio(audio[file_id])
+            except (CorpusFormatError, AudioError) as e:
+                _handle(on_error, report, source, e)
+                continue
+            yield from _rttm_windows(file_id, turns, audio[file_id], samples, sr, window_s, split, [seed, n])
+
+    params = {"converter": "rttm", "rttm": str(rttm), "audio_dir": str(audio_dir), "window_s": window_s,
+              "seed": seed}
+    return _run(rows(), Path(output), params, report, rows_per_shard, on_error)
+
+
+def _rttm_windows(file_id: str, turns: list, audio: Path, samples: np.ndarray, sr: int, window_s: float | None,
+                  split: str, seed: list[int]) -> Iterator[dict[str, Any]]:
+    """One ``speakers`` row per window of the recording that has speech."""
+    duration = samples.size / sr
+    width = duration if window_s is None else window_s
+    rng = np.random.default_rng(seed)
+    for w, start in enumerate(np.arange(0.0, duration, width)):
+        end = min(float(start) + width, duration)
+        onsets = window_onsets(turns, float(start), end)
+        if not onsets or end - start < 0.5:  # a silent window has no onset; a sliver at the end is no clip
+            continue
+        k = int(rng.integers(1, len(onsets) + 1))
+        t = round(onsets[k - 1][1], 4)
+        clip = samples[int(round(start * sr)):int(round(end * sr))]
+        item_id = file_id if window_s is None else f"{file_id}-w{w:04d}"
+        meta = {"file_id": file_id, "audio_path": str(audio), "window_start_s": round(float(start), 4),
+                "num_speakers": len(onsets), "speakers": [s for s, _ in onsets],
+                "onsets_s": [round(o, 4) for _, o in onsets]}
+        yield _row(f"rttm-{item_id}", "speakers", split, "rttm", clip, sr, speaker_question(k),
+                   json.dumps([{"speaker": k, "start": round(t, 2)}]), f"{t:.2f}", [t], k, meta)
