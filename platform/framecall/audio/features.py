@@ -1,8 +1,12 @@
-"""Log-mel features through transformers' ``WhisperFeatureExtractor``.
+"""Log-mel features: transformers' ``WhisperFeatureExtractor`` per clip, or a padded batch in torch.
 
 The backbone adapter decides the parameters (:class:`FeatureParams`): Qwen2-Audio needs
 exactly 3000 mel frames (30 s padded); Qwen2.5-Omni takes any length, and padding a
 short clip to 30 s costs ~10x, so by default nothing is padded.
+
+:func:`log_mel` featurizes one clip (the extractor); :func:`log_mel_batch` a padded batch at once
+on any torch device (the model's), with each clip's features equal to :func:`log_mel`'s (the
+max abs difference is in BENCHMARKS.md and checked by tests/audio/test_batched_features.py).
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import functools
 from dataclasses import asdict, dataclass
 
 import numpy as np
+import torch
 
 from framecall.audio.io import MIN_AUDIO_SECONDS, TARGET_SAMPLE_RATE, AudioTooShortError, min_samples
 
@@ -76,3 +81,70 @@ def log_mel(samples: np.ndarray, params: FeatureParams = FeatureParams(), source
     )
     feats = out["input_features"][0]
     return np.ascontiguousarray(feats[:, : params.num_frames(samples.size)], dtype=np.float32)
+
+
+def pad_waveforms(waves: list[np.ndarray], device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mono float32 clips [N_b] -> (samples float32 [B, max N_b], zero padded on the right; lengths int64 [B]),
+    on ``device`` (one host-to-device copy of the padded batch)."""
+    if not waves:
+        raise ValueError("cannot pad an empty batch of waveforms")
+    lengths = torch.tensor([w.size for w in waves], dtype=torch.int64)
+    samples = torch.zeros(len(waves), int(lengths.max()), dtype=torch.float32)
+    for b, w in enumerate(waves):
+        samples[b, : w.size] = torch.from_numpy(np.asarray(w, dtype=np.float32))
+    return samples.to(device), lengths.to(device)
+
+
+@functools.lru_cache(maxsize=8)
+def _torch_constants(params: FeatureParams, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(hann window [n_fft], mel filters [n_fft // 2 + 1, M]) on ``device``: the extractor's own filters."""
+    filters = torch.from_numpy(_extractor(params).mel_filters).to(device, torch.float32)
+    return torch.hann_window(params.n_fft, device=device), filters
+
+
+def _reflect_padded(samples: torch.Tensor, lengths: torch.Tensor, half: int) -> torch.Tensor:
+    """[B, S] -> [B, S + 2 * half]: each row reflect-padded by ``half`` at both ends of ITS OWN length
+    (what a centred STFT does to the clip alone), zeros after. Padding a batch must not change a clip."""
+    j = torch.arange(-half, samples.shape[1] + half, device=samples.device)  # sample index per output column
+    last = (lengths - 1)[:, None]  # [B, 1]
+    idx = j.abs()[None, :].expand(samples.shape[0], -1)  # left reflection: x[-k] = x[k]
+    idx = torch.where(idx > last, 2 * last - idx, idx)  # right reflection: x[L-1+k] = x[L-1-k]
+    inside = j[None, :] <= last + half
+    return torch.where(inside, samples.gather(1, idx.clamp(0, samples.shape[1] - 1)), 0.0)
+
+
+def log_mel_batch(samples: torch.Tensor, lengths: torch.Tensor, params: FeatureParams = FeatureParams(),
+                  sources: list[str] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """A padded batch -> its log-mels at once, on the batch's device, float32.
+
+    samples [B, S] (zero padded on the right), lengths [B] -> (features [B, M, F_max], zero past each
+    clip's F_b frames; feature_mask bool [B, F_max]). F_b = :meth:`FeatureParams.num_frames` of the
+    clip, as :func:`log_mel` gives it, and each row equals :func:`log_mel` of its clip alone: every
+    clip gets its own reflect padding and its own max - 8 floor (Whisper's per-clip normalisation).
+    With ``pad_to_seconds`` every clip is zero padded (or cut) to that length first, as the extractor
+    does. A clip shorter than one audio token raises AudioTooShortError naming ``sources[b]``.
+    """
+    if samples.dim() != 2 or lengths.shape != samples.shape[:1]:
+        raise ValueError(f"expected samples [B, S] and lengths [B], got {tuple(samples.shape)} and "
+                         f"{tuple(lengths.shape)}")
+    for b, n in enumerate(lengths.tolist()):
+        if n < min_samples(params.sample_rate):
+            log_mel(np.zeros(n, np.float32), params, sources[b] if sources else f"batch row {b}")  # raises
+    samples, lengths = samples.float(), lengths.to(samples.device)
+    if params.pad_to_seconds is not None:
+        target = int(params.pad_to_seconds * params.sample_rate)
+        keep = torch.arange(samples.shape[1], device=samples.device)[None, :] < lengths[:, None]
+        samples = torch.nn.functional.pad(torch.where(keep, samples, 0.0), (0, max(0, target - samples.shape[1])))
+        samples, lengths = samples[:, :target], torch.full_like(lengths, target)
+    window, filters = _torch_constants(params, str(samples.device))
+    padded = _reflect_padded(samples, lengths, params.n_fft // 2)  # [B, S + n_fft]
+    stft = torch.stft(padded, params.n_fft, params.hop_length, window=window, center=False,
+                      return_complex=True)  # [B, n_fft // 2 + 1, S // hop + 1]
+    frames = lengths // params.hop_length  # [B]: the extractor drops the STFT's last frame
+    f_max = int(frames.max())
+    power = (stft[..., :f_max].abs() ** 2).contiguous()
+    log_spec = torch.clamp(filters.T @ power, min=1e-10).log10()  # [B, M, F_max]
+    mask = torch.arange(f_max, device=samples.device)[None, :] < frames[:, None]  # [B, F_max]
+    peak = log_spec.masked_fill(~mask[:, None, :], float("-inf")).amax(dim=(1, 2), keepdim=True)  # per clip
+    log_spec = (torch.maximum(log_spec, peak - 8.0) + 4.0) / 4.0
+    return log_spec.masked_fill(~mask[:, None, :], 0.0), mask
