@@ -26,8 +26,11 @@ def ray_session():
     if not ray.is_initialized():
         # more logical CPUs than cores: Train workers and Data tasks must not starve each other
         # address="local": a fresh instance even when a Ray head is already running here; the dashboard
-        # serves the State API that Train's placement-group cleaner needs (trials stopped by Tune)
-        ray.init(address="local", num_cpus=4, include_dashboard=True, log_to_driver=False, configure_logging=False,
+        # serves the State API that Train's placement-group cleaner needs (trials stopped by Tune).
+        # One logical GPU (none is here): actors asking for a GPU get placed and run on CPU; ray.use_gpu auto
+        # ignores it (no accelerator_type resource), so training stays on CPU workers
+        ray.init(address="local", num_cpus=4, num_gpus=1, include_dashboard=True, log_to_driver=False,
+                 configure_logging=False,
                  runtime_env={"env_vars": {"PYTHONPATH": str(ROOT / "platform")}})
     yield ray
     ray.shutdown()

@@ -54,6 +54,12 @@ class PredictConfig:
     """Rows per actor call, and the most (question x audio chunk) rows of one forward pass."""
     actors: int = 1
     cpus_per_actor: float = 1.0
+    gpus_per_actor: float = 0.0
+    """GPUs each actor holds (fractions below 1 share a GPU); 0 on CPU clusters."""
+    device: str = "auto"
+    """auto (the GPU the actor was given when gpus_per_actor > 0, else cpu) | cpu | cuda | cuda:N."""
+    dtype: str = "auto"
+    """auto (bf16 on a CUDA device that supports it, else fp32) | float32 | bfloat16 | float16."""
     chunk_seconds: float | None = 30.0
     """Audio window of one forward row; longer recordings are cut in overlapping windows whose curves
     are stitched (bounded memory for hour-long files). None: the backbone's limit (Omni: one pass)."""
@@ -74,6 +80,11 @@ class PredictConfig:
             raise ValueError("chunk_seconds must exceed chunk_overlap_seconds")
         if self.progress_bars not in ("auto", "on", "off"):
             raise ValueError(f"progress_bars must be auto, on or off, got {self.progress_bars!r}")
+        from framecall.runtime import DTYPES, check_resources
+
+        check_resources("cpus_per_actor, gpus_per_actor", self.cpus_per_actor, self.gpus_per_actor)
+        if self.dtype not in ("auto", *DTYPES):
+            raise ValueError(f"dtype {self.dtype!r} unknown; valid: auto, {', '.join(DTYPES)}")
 
 
 def output_name(row_id: str, suffix: str) -> str:
@@ -123,8 +134,12 @@ class PredictActor:
             import os
 
             os.environ["MLFLOW_TRACKING_URI"] = self.cfg.registry_uri
+        from framecall.runtime import placed_device
+
         self.engine = FrameLocalizer.from_pretrained(self.cfg.checkpoint, chunk_seconds=self.cfg.chunk_seconds,
-                                                     chunk_overlap_seconds=self.cfg.chunk_overlap_seconds)
+                                                     chunk_overlap_seconds=self.cfg.chunk_overlap_seconds,
+                                                     device=placed_device(self.cfg.gpus_per_actor, self.cfg.device),
+                                                     dtype=self.cfg.dtype)
         self.out = Path(self.cfg.output)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
@@ -262,8 +277,11 @@ def predict_to_dir(data: str | list[str] | None, cfg: PredictConfig,
     ds, total = _dataset(data, items, cfg.batch_size)
     show = cfg.progress_bars == "on" or (cfg.progress_bars == "auto" and sys.stdout.isatty())
     ds.context.enable_progress_bars = show
+    from framecall.runtime import actor_options
+
     results = ds.map_batches(PredictActor, fn_constructor_kwargs={"cfg": to_dict(cfg)}, batch_size=cfg.batch_size,
-                             concurrency=cfg.actors, num_cpus=cfg.cpus_per_actor, batch_format="numpy")
+                             concurrency=cfg.actors, batch_format="numpy",
+                             **actor_options("cpus_per_actor, gpus_per_actor", cfg.cpus_per_actor, cfg.gpus_per_actor))
     rows = _collect(results, total, show)
     failures = Counter(r["reason"] for r in rows if r["status"] != "ok")
     summary = {"rows": len(rows), "written": sum(r["status"] == "ok" for r in rows),

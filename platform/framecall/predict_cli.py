@@ -39,6 +39,12 @@ class PredictJobConfig:
     batch_size: int = 8
     actors: int = 1
     """Model replicas in the actor pool."""
+    gpus_per_actor: float = 0.0
+    """GPUs each model replica holds (fractions below 1 share a GPU); 0 on CPU clusters."""
+    device: str = "auto"
+    """auto (the actor's GPU when gpus_per_actor > 0, else cpu) | cpu | cuda | cuda:N."""
+    dtype: str = "auto"
+    """auto (bf16 on CUDA, fp32 on CPU) | float32 | bfloat16 | float16."""
     registry_uri: str | None = None
 
     def __post_init__(self) -> None:
@@ -65,7 +71,8 @@ class PredictJobConfig:
         bad_rows = self.bad_rows if self.bad_rows != "auto" else ("fail" if input_format == "shards" else "skip")
         return PredictConfig(checkpoint=self.checkpoint, output=self.output, format=self.format,
                              num_events=self.num_events, bad_rows=bad_rows, registry_uri=self.registry_uri,
-                             batch_size=self.batch_size, actors=self.actors, progress_bars=self.progress)
+                             batch_size=self.batch_size, actors=self.actors, progress_bars=self.progress,
+                             gpus_per_actor=self.gpus_per_actor, device=self.device, dtype=self.dtype)
 
 
 HELP = """Batch prediction in a Ray Data actor pool (no server needed). --input is a folder of audio

@@ -65,3 +65,36 @@ def init_ray(address: str | None = None, min_cpus: float | None = None, **kwargs
     if address is None and min_cpus is not None and "num_cpus" not in kwargs:
         kwargs["num_cpus"] = max(os.cpu_count() or 1, math.ceil(min_cpus))
     ray.init(address=address, include_dashboard=True, configure_logging=False, **kwargs)
+
+
+def check_resources(where: str, num_cpus: float, num_gpus: float) -> None:
+    """Ray's rules for one actor's ask, with the config field named: both >= 0, and a GPU share above 1
+    whole (Ray packs fractions below 1 onto one GPU; 1.5 GPUs is not a placement Ray can make)."""
+    if num_cpus < 0:
+        raise ValueError(f"{where}: num_cpus must be >= 0, got {num_cpus}")
+    if num_gpus < 0 or (num_gpus > 1 and num_gpus != int(num_gpus)):
+        raise ValueError(f"{where}: num_gpus must be 0, a fraction below 1 or a whole number, got {num_gpus}")
+
+
+def actor_options(where: str, num_cpus: float, num_gpus: float) -> dict[str, float]:
+    """``ray_actor_options`` / ``.options()`` of a model-holding actor (Serve replica, Ray Data actor,
+    rollout actor, judge); ``num_gpus`` only when asked, so CPU actors keep Ray's own default."""
+    check_resources(where, num_cpus, num_gpus)
+    return {"num_cpus": num_cpus, **({"num_gpus": num_gpus} if num_gpus else {})}
+
+
+def placed_device(num_gpus: float, device: str = "auto") -> str:
+    """The device a Ray-placed model consumer loads on. ``auto``: the accelerator only when its placement
+    asked for GPUs (an actor that asked for none must not take a GPU Ray gave to another actor), and then
+    CUDA when this process sees one (Ray sets CUDA_VISIBLE_DEVICES to the GPUs it assigned), else CPU:
+    logical GPUs declared on a CPU machine (the tests) place the actor and run it on CPU."""
+    if device != "auto":
+        return device
+    return "auto" if num_gpus > 0 else "cpu"
+
+
+def detected_gpus(resources: dict[str, float]) -> bool:
+    """Whether a cluster's resources include GPUs Ray detected on a node (it then adds an
+    ``accelerator_type:<model>`` resource), not only logical GPUs declared by hand with
+    ``ray.init(num_gpus=N)`` on a machine without one (as the test session does)."""
+    return resources.get("GPU", 0) > 0 and any(k.startswith("accelerator_type:") for k in resources)

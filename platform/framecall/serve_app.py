@@ -559,12 +559,16 @@ class Ingress:
 
 def build_app(args: dict[str, Any]):
     """Application builder (``import_path: framecall.serve_app:build_app``); ``args`` = ServeSettings."""
+    from framecall.runtime import actor_options
+
     settings = from_dict(ServeSettings, args)
     if settings.api_key_file:  # replicas may run elsewhere: hand them an absolute path (never the key)
         settings.api_key_file = str(Path(settings.api_key_file).expanduser().resolve())
     plain = to_dict(settings)
     # serve.deployment adds .options/.bind, which the type checker cannot see
     model = FrameModelServer.options(  # type: ignore[attr-defined]
+        ray_actor_options=actor_options("model_num_cpus, model_num_gpus", settings.model_num_cpus,
+                                        settings.model_num_gpus),
         num_replicas=settings.model_replicas, max_ongoing_requests=settings.max_ongoing_requests, max_queued_requests=settings.max_queued_requests,
         user_config={"max_batch_size": settings.max_batch_size, "batch_wait_timeout_s": settings.batch_wait_timeout_s},
     ).bind(plain)

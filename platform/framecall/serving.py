@@ -64,6 +64,15 @@ class ServeSettings:
     """Threads decoding audio off the ingress event loop (bounds concurrent decodes per replica)."""
     model_replicas: int = 1
     """Replicas of the model deployment (a ``deployments:`` entry in serve/config.yaml overrides it)."""
+    model_num_cpus: float = 1.0
+    """CPUs each model replica holds."""
+    model_num_gpus: float = 0.0
+    """GPUs each model replica holds (0.5: two replicas share one GPU); 0 on CPU clusters."""
+    device: str = "auto"
+    """Where a replica loads the model: auto (the GPU it was given when model_num_gpus > 0, else cpu) | cpu |
+    cuda | cuda:N."""
+    dtype: str = "auto"
+    """auto (bf16 on a CUDA device that supports it, else fp32) | float32 | bfloat16 | float16."""
     max_batch_size: int = 16
     """Queries (question x audio chunk) per forward pass; changeable live through user_config."""
     batch_wait_timeout_s: float = 0.01
@@ -85,6 +94,11 @@ class ServeSettings:
             raise ValueError("max_question_chars, max_transcript_chars, max_word_chars and decode_threads must be >= 1")
         if self.request_timeout_s <= 0 or self.health_timeout_s <= 0:
             raise ValueError("request_timeout_s and health_timeout_s must be > 0")
+        from framecall.runtime import DTYPES, check_resources
+
+        check_resources("model_num_cpus, model_num_gpus", self.model_num_cpus, self.model_num_gpus)
+        if self.dtype not in ("auto", *DTYPES):
+            raise ValueError(f"dtype {self.dtype!r} unknown; valid: auto, {', '.join(DTYPES)}")
 
 
 class AdmissionError(PermissionError):
@@ -142,7 +156,10 @@ def engine_for(settings: ServeSettings) -> FrameLocalizer:
     admitted = admit_checkpoint(settings)
     # every file the checkpoint names (its symlinks, a local backbone) is held to the same roots
     roots = [*settings.allowed_roots, *([str(admitted)] if version else [])]
-    return FrameLocalizer.from_pretrained(admitted, decoder=settings.decoder, allowed_roots=roots,
+    from framecall.runtime import placed_device
+
+    return FrameLocalizer.from_pretrained(admitted, device=placed_device(settings.model_num_gpus, settings.device),
+                                          dtype=settings.dtype, decoder=settings.decoder, allowed_roots=roots,
                                           chunk_seconds=settings.chunk_seconds,
                                           chunk_overlap_seconds=settings.chunk_overlap_seconds, name=name,
                                           version=version)

@@ -30,11 +30,20 @@ class EvalPolyAudioConfig:
     judge_url: str | None = None
     """OpenAI-compatible server of the llm judge."""
     judge_model: str = "judge"
+    judge_api_key_env: str | None = None
+    """Name of the environment variable holding the llm judge endpoint's API key (sent as a Bearer token);
+    the key itself never sits in a config, a flag or the MLflow run."""
     judge_guided: bool = False
     """Send guided_choice (vLLM / framecall judge server)."""
     single_audio: bool = False
     """Clips concatenated with 2 s silence (seed protocol)."""
     actors: int = 1
+    gpus_per_actor: float = 0.0
+    """GPUs each generating actor holds (fractions below 1 share a GPU); 0 on CPU clusters."""
+    device: str = "auto"
+    """auto (the actor's GPU when gpus_per_actor > 0, else cpu) | cpu | cuda | cuda:N."""
+    dtype: str = "auto"
+    """auto (bf16 on CUDA, fp32 on CPU) | float32 | bfloat16 | float16."""
     batch_size: int = 4
     max_new_tokens: int = 64
     limit: int | None = None
@@ -52,6 +61,9 @@ class EvalPolyAudioConfig:
             raise ConfigError(f"judges: unknown judge(s) {unknown}; valid: {list(JUDGES)}")
         if "llm" in self.judges and not self.judge_url:
             raise ConfigError("judges: llm needs --judge-url (judge_url)")
+        from framecall.runtime import check_resources
+
+        check_resources("gpus_per_actor", 1, self.gpus_per_actor)
 
 
 def parse_args(argv, doc: str | None = None) -> tuple[EvalPolyAudioConfig, bool]:
@@ -91,20 +103,34 @@ def parse_args(argv, doc: str | None = None) -> tuple[EvalPolyAudioConfig, bool]
     raise AssertionError("unreachable")
 
 
+def judge_api_key(env_name: str | None) -> str | None:
+    """The llm judge's API key from the environment variable named ``env_name`` (None: no key)."""
+    import os
+
+    if env_name is None:
+        return None
+    key = os.environ.get(env_name)
+    if not key:
+        raise ConfigError(f"judge_api_key_env: the environment variable {env_name!r} is not set or empty")
+    return key
+
+
 def main(argv=None, doc: str | None = None) -> dict:
     """Run the bench for the model and each baseline; -> reports by name ({} after --print-config)."""
     cfg, print_only = parse_args(argv, doc)
     if print_only:
         print(to_yaml(cfg), end="")
         return {}
-    judges = [RuleJudge() if name == "rule" else LLMJudge(cfg.judge_url, cfg.judge_model, guided=cfg.judge_guided)
+    judges = [RuleJudge() if name == "rule" else LLMJudge(cfg.judge_url, cfg.judge_model, guided=cfg.judge_guided,
+                                                         api_key=judge_api_key(cfg.judge_api_key_env))
               for name in cfg.judges]
     from framecall.runtime import init_ray
 
     init_ray()
     models = {"model": cfg.model, **cfg.baselines}
     reports = {name: run_bench(m, cfg.bench, judges, cfg.actors, cfg.batch_size, cfg.max_new_tokens,
-                               cfg.single_audio, cfg.limit) for name, m in models.items()}
+                               cfg.single_audio, cfg.limit, cfg.gpus_per_actor, cfg.device, cfg.dtype)
+               for name, m in models.items()}
     out = Path(cfg.output).resolve()
     out.mkdir(parents=True, exist_ok=True)
     text = "\n\n".join(f"judge: {j.name}\n\n{table(reports, j.name)}" for j in judges)

@@ -5,7 +5,11 @@ Ray's own LLM serving needs vLLM; this is the small offline path for an LLM judg
 ``top_logprobs`` and vLLM's ``guided_choice`` (restricts the first token to the choices'
 first tokens, renormalised), which is what the G-Eval score needs.
 
-    serve run framecall.polyaudio.judge_server:build_judge_app model=/ckpt/Qwen3-8B
+    serve run framecall.polyaudio.judge_server:build_judge_app model=/ckpt/Qwen3-8B num_gpus=1
+
+Arguments: ``model``; ``num_cpus`` (default 1) and ``num_gpus`` (default 0; fractions below 1 share a GPU)
+the replica holds; ``device`` (auto: the replica's GPU when num_gpus > 0, else cpu) and ``dtype`` (auto: bf16
+on CUDA, fp32 on CPU) for :func:`framecall.runtime.choose_device`.
 """
 
 # no `from __future__ import annotations`: FastAPI resolves the route annotations at class creation
@@ -24,14 +28,13 @@ judge_app = FastAPI(title="framecall judge", version="1")
 @serve.deployment(ray_actor_options={"num_cpus": 1})
 @serve.ingress(judge_app)
 class ChatJudgeServer:
-    def __init__(self, model: str = "tiny-judge") -> None:
+    def __init__(self, model: str = "tiny-judge", device: str = "cpu", dtype: str = "auto") -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         from framecall.models.tiny import TINY_PRESETS, ensure_tiny
-
         from framecall.runtime import choose_device
 
-        plan = choose_device()
+        plan = choose_device(device, dtype)
         path = str(ensure_tiny(model)) if model in TINY_PRESETS else model
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         self.model = AutoModelForCausalLM.from_pretrained(path, dtype=plan.dtype).to(plan.device).eval()
@@ -87,5 +90,22 @@ class ChatJudgeServer:
                 "model": self.name, "choices": [choice]}
 
 
+JUDGE_ARGS = ("model", "num_cpus", "num_gpus", "device", "dtype")
+
+
 def build_judge_app(args: dict[str, Any]):
-    return ChatJudgeServer.bind(args.get("model", "tiny-judge"))  # type: ignore[attr-defined]
+    """``args`` (strings from ``serve run key=value`` or a config's ``args:``): see the module docstring."""
+    from framecall.runtime import actor_options, placed_device
+
+    unknown = sorted(set(args) - set(JUDGE_ARGS))
+    if unknown:
+        raise ValueError(f"judge server: unknown argument(s) {unknown}; valid: {list(JUDGE_ARGS)}")
+    try:
+        num_cpus, num_gpus = float(args.get("num_cpus", 1)), float(args.get("num_gpus", 0))
+    except ValueError:
+        raise ValueError(f"judge server: num_cpus / num_gpus must be numbers, got {args.get('num_cpus')!r}, "
+                         f"{args.get('num_gpus')!r}") from None
+    options = actor_options("judge server (num_cpus, num_gpus)", num_cpus, num_gpus)
+    device = placed_device(num_gpus, str(args.get("device", "auto")))
+    return ChatJudgeServer.options(ray_actor_options=options).bind(  # type: ignore[attr-defined]
+        args.get("model", "tiny-judge"), device, str(args.get("dtype", "auto")))

@@ -50,8 +50,9 @@ def _load_generator(model: str, dtype: torch.dtype):
 
 
 class GenerateActor:
-    def __init__(self, model: str, max_new_tokens: int = 64, single_audio: bool = False) -> None:
-        self.backbone = load_generator(model)
+    def __init__(self, model: str, max_new_tokens: int = 64, single_audio: bool = False, device: str = "auto",
+                 dtype: str = "auto") -> None:
+        self.backbone = load_generator(model, device, dtype)
         self.backbone.eval()
         self.max_new_tokens, self.single_audio = max_new_tokens, single_audio
 
@@ -78,11 +79,14 @@ class GenerateActor:
 
 def run_bench(model: str, bench_dir: str | Path, judges: list[Judge] | None = None, actors: int = 1,
               batch_size: int = 4, max_new_tokens: int = 64, single_audio: bool = False,
-              limit: int | None = None) -> dict[str, Any]:
-    """Generate an answer for every bench item, score it with each judge -> report."""
+              limit: int | None = None, gpus_per_actor: float = 0.0, device: str = "auto",
+              dtype: str = "auto") -> dict[str, Any]:
+    """Generate an answer for every bench item, score it with each judge -> report. Each actor holds
+    ``gpus_per_actor`` GPUs and loads the model there (``device`` auto: on that GPU, or on CPU without one)."""
     import ray.data
 
     from framecall.data.shards import list_shards
+    from framecall.runtime import actor_options, placed_device
 
     judges = judges or [RuleJudge()]
     ds = ray.data.read_parquet([str(p) for p in list_shards(bench_dir)],
@@ -91,9 +95,10 @@ def run_bench(model: str, bench_dir: str | Path, judges: list[Judge] | None = No
     if limit:
         ds = ds.limit(limit)
     t0 = time.time()
-    rows = ds.map_batches(GenerateActor, fn_constructor_args=(model, max_new_tokens, single_audio),
-                          batch_size=batch_size, concurrency=actors, num_cpus=1,
-                          batch_format="pandas").take_all()
+    placement = actor_options("gpus_per_actor", 1, gpus_per_actor)
+    rows = ds.map_batches(GenerateActor, fn_constructor_args=(model, max_new_tokens, single_audio,
+                                                              placed_device(gpus_per_actor, device), dtype),
+                          batch_size=batch_size, concurrency=actors, batch_format="pandas", **placement).take_all()
     gen_wall = time.time() - t0
     records = []
     for row in rows:

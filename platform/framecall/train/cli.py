@@ -61,9 +61,11 @@ def train_main(job: str, argv: list[str] | None = None, doc: str = "") -> None:
     if args.print_config:
         print(to_yaml(cfg), end="")
         return
+    from framecall.tracking import redact
     from framecall.train.runner import fit
 
     result = fit(cfg)
+    result.tracking_uri = redact(result.tracking_uri)  # printed below: never a URL's credentials
     print()
     print(result.table)
     print()
@@ -93,11 +95,14 @@ def evaluate_main(argv: list[str] | None = None, doc: str = "") -> None:
     p.add_argument("--max-new-tokens", type=int, default=256)
     p.add_argument("--max-items", type=int)
     p.add_argument("--output-json", help="write the scores here as JSON")
+    p.add_argument("--device", default="auto", help="auto (CUDA if present, else CPU) | cpu | cuda | cuda:N")
+    p.add_argument("--dtype", default="auto", help="auto (bf16 on CUDA, fp32 on CPU) | float32 | bfloat16 | float16")
     args = p.parse_args(argv)
     split = None if args.split == "all" else args.split
     scores, table, _ = evaluate_checkpoint(args.checkpoint, args.data.split(","), split, args.decoders.split(","),
                                            max_items=args.max_items, max_new_tokens=args.max_new_tokens,
-                                           pairings=args.pairings.split(","), convention=args.conventions)
+                                           pairings=args.pairings.split(","), convention=args.conventions,
+                                           device=args.device, dtype=args.dtype)
     print(table)
     if args.output_json:
         Path(args.output_json).write_text(json.dumps(scores, indent=2))

@@ -216,7 +216,9 @@ class RaySection:
     """Ray Train workers. On 2 cores, 2 workers x batch 8 ran 0.168 s/step vs 1 x 16 at 0.23 (BENCHMARKS.md)."""
     cpus_per_worker: float = 1.0
     use_gpu: str = "auto"
-    """auto (if the cluster has GPUs) | true | false."""
+    """auto (if the cluster has GPUs Ray detected: an accelerator_type resource) | true | false."""
+    gpus_per_worker: float = 1.0
+    """GPUs each worker holds when use_gpu (a fraction below 1 shares a GPU between workers)."""
     strategy: str = "ddp"
     """ddp | fsdp."""
     max_failures: int = 2
@@ -233,6 +235,9 @@ class RaySection:
             raise ValueError(f"ray.strategy must be ddp or fsdp, got {self.strategy!r}")
         if self.use_gpu not in ("auto", "true", "false"):
             raise ValueError(f"ray.use_gpu must be auto, true or false, got {self.use_gpu!r}")
+        from framecall.runtime import check_resources
+
+        check_resources("ray (cpus_per_worker, gpus_per_worker)", self.cpus_per_worker, self.gpus_per_worker)
 
 
 @dataclass

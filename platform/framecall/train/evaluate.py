@@ -20,17 +20,22 @@ def evaluate_checkpoint(ckpt_dir: str | Path, data_dir: str | Path | Sequence[st
                         split: str | None = "test", decoders: Sequence[str] | None = None, batch_size: int = 16,
                         title: str | None = None, max_items: int | None = None, expect_head: str | None = None,
                         max_new_tokens: int = 256, pairings: Sequence[str] = DEFAULT_PAIRINGS,
-                        convention: str = "framecall"):
+                        convention: str = "framecall", device: str = "auto", dtype: str = "auto"):
     """-> (scores {decoder: {task: summary}}, markdown table, records).
 
     ``ckpt_dir``: a directory or a ``models:/`` URI. ``data_dir``: one shard directory or
     several (a multi-task model's test sets); ``max_items`` applies to each. ``decoders``:
     names, "all" (every registered decoder the head supports) and/or "tokens"; None: the
-    manifest's default. ``pairings`` / ``convention``: see :func:`score_records`.
+    manifest's default. ``pairings`` / ``convention``: see :func:`score_records`. ``device`` / ``dtype``:
+    :func:`framecall.runtime.choose_device` (auto: CUDA + bf16 where present, else CPU + fp32).
     """
+    from framecall.runtime import choose_device
+
     for pairing in pairings:  # a typo fails before the model loads
         check_pairing(pairing, convention)
-    model, manifest = load_frame_model(ckpt_dir, expect_head=expect_head)
+    plan = choose_device(device, dtype)
+    model, manifest = load_frame_model(ckpt_dir, expect_head=expect_head, dtype=plan.dtype)
+    model.to(plan.device)
     head = manifest.head
     decoders = usable_decoders(decoders or [manifest.default_decoder], head, manifest.token_output)
     grid = FrameGrid(manifest.frame_s, manifest.subframes)

@@ -87,14 +87,27 @@ def latest_checkpoint(output: Path) -> Path | None:
 
 
 def use_gpu(setting: str) -> bool:
-    """ray.use_gpu: true | false | auto (when the cluster has GPUs)."""
+    """ray.use_gpu: true | false | auto (when the cluster has GPUs Ray detected; logical GPUs declared on a
+    CPU machine, as in the tests, would hand the workers a CUDA device that is not there)."""
     import ray
+
+    from framecall.runtime import detected_gpus
 
     if setting == "true":
         return True
     if setting == "false":
         return False
-    return ray.cluster_resources().get("GPU", 0) > 0
+    return detected_gpus(ray.cluster_resources())
+
+
+def scaling_config(ray_cfg: Any):
+    """Ray Train's ScalingConfig for a ``ray`` section: each worker asks for cpus_per_worker CPUs and, with
+    use_gpu, gpus_per_worker GPUs (the worker's device is then the GPU Ray assigned it)."""
+    from ray.train import ScalingConfig
+
+    gpu = use_gpu(ray_cfg.use_gpu)
+    resources = {"CPU": ray_cfg.cpus_per_worker, **({"GPU": ray_cfg.gpus_per_worker} if gpu else {})}
+    return ScalingConfig(num_workers=ray_cfg.num_workers, use_gpu=gpu, resources_per_worker=resources)
 
 
 def prepare_datasets(cfg: TrainJobConfig, data_dirs: list[Path], data_manifests: list[dict],
@@ -267,15 +280,14 @@ def fit(cfg: TrainJobConfig, callbacks: list | None = None, run_tags: dict[str, 
 def make_trainer(cfg: TrainJobConfig, loop_config: dict[str, Any], output: Path, datasets: dict,
                  callbacks: list | None):
     """The TorchTrainer of a frame-head run: Ray restarts the worker group up to ray.max_failures times."""
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig
     from ray.train.torch import TorchTrainer
 
     from framecall.train.loop import train_loop_per_worker
 
     return TorchTrainer(
         train_loop_per_worker, train_loop_config=loop_config,
-        scaling_config=ScalingConfig(num_workers=cfg.ray.num_workers, use_gpu=use_gpu(cfg.ray.use_gpu),
-                                     resources_per_worker={"CPU": cfg.ray.cpus_per_worker}),
+        scaling_config=scaling_config(cfg.ray),
         run_config=RunConfig(
             name=f"run-{int(time.time())}", storage_path=str(output / "ray"),
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.ray.keep_checkpoints,

@@ -120,6 +120,9 @@ class RolloutSection:
     def __post_init__(self) -> None:
         if self.num_actors < 1:
             raise ValueError(f"rollout.num_actors must be >= 1, got {self.num_actors}")
+        from framecall.runtime import check_resources
+
+        check_resources("rollout (cpus_per_actor, gpus_per_actor)", self.cpus_per_actor, self.gpus_per_actor)
 
 
 @dataclass

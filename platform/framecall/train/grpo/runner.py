@@ -92,15 +92,14 @@ def start_ray(cfg: Any, actors_cpus: float = 0.0) -> None:
 
 
 def run_trainer(loop, loop_config: dict[str, Any], datasets: dict, cfg: Any, output: Path):
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig
     from ray.train.torch import TorchTrainer
 
-    from framecall.train.runner import use_gpu
+    from framecall.train.runner import scaling_config
 
     trainer = TorchTrainer(
         loop, train_loop_config=loop_config, datasets=datasets,
-        scaling_config=ScalingConfig(num_workers=cfg.ray.num_workers, use_gpu=use_gpu(cfg.ray.use_gpu),
-                                     resources_per_worker={"CPU": cfg.ray.cpus_per_worker}),
+        scaling_config=scaling_config(cfg.ray),
         run_config=RunConfig(name=f"run-{int(time.time())}", storage_path=str(output / "ray"),
                              checkpoint_config=CheckpointConfig(num_to_keep=cfg.ray.keep_checkpoints),
                              failure_config=FailureConfig(max_failures=cfg.ray.max_failures)))
@@ -195,8 +194,12 @@ def start_rollout_actors(cfg: GRPOJobConfig, base: str) -> list[Any]:
 
     from framecall.train.grpo.rollout import PolicySpec, RolloutActor
 
-    spec = PolicySpec(backbone=base, lora=to_dict(lora_spec_of(cfg)), dtype=cfg.lora.dtype, seed=cfg.grpo.seed)
-    options = {"num_cpus": cfg.rollout.cpus_per_actor, "num_gpus": cfg.rollout.gpus_per_actor,
+    from framecall.runtime import actor_options, placed_device
+
+    # the engine's device follows the placement: CUDA only on the GPU (share) Ray gave this actor
+    spec = PolicySpec(backbone=base, lora=to_dict(lora_spec_of(cfg)), dtype=cfg.lora.dtype, seed=cfg.grpo.seed,
+                      device=placed_device(cfg.rollout.gpus_per_actor))
+    options = {**actor_options("rollout", cfg.rollout.cpus_per_actor, cfg.rollout.gpus_per_actor),
                "max_restarts": cfg.rollout.max_restarts, "max_task_retries": 0}
     remote: Any = ray.remote(RolloutActor).options(**options)  # type: ignore[attr-defined]
     actors = [remote.remote(spec) for _ in range(cfg.rollout.num_actors)]
