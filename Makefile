@@ -18,6 +18,8 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 test: install
 	$(PY) -m pytest -q
+	# multi-node tests start their own local cluster: never in the process of tests/' single Ray
+	$(PY) -m pytest -q tests_multinode
 
 train: install
 	$(PY) jobs/train_poisson.py --output runs/train_poisson
