@@ -77,51 +77,69 @@ def poisson_posterior_modes(log_intensity: torch.Tensor, n: int) -> torch.Tensor
     O(nT) time, chunked over i to bound memory. For n = 1 the density is flat inside a
     frame: the midpoint of the highest-intensity frame is returned. A right-edge optimum is
     returned as the largest float64 below f + 1, so the position lies in the frame it
-    belongs to.
+    belongs to. (One row of :func:`_posterior_modes_rows`, which decodes a padded batch.)
     """
     _check(log_intensity, n)
-    x = log_intensity.to(torch.float64)
-    t_frames = x.numel()
     if n == 0:
         return torch.zeros(0, dtype=torch.float64)
-    if n == 1:
-        return (torch.argmax(x).to(torch.float64) + 0.5).reshape(1)
-    log_left, log_right = _log_cumulative(x)
-    log_total = log_left[-1]
-    out = torch.empty(n, dtype=torch.float64)
-    chunk = max(1, _MAX_CELLS // (t_frames + 1))
-    for start in range(0, n, chunk):
-        i = torch.arange(start + 1, min(n, start + chunk) + 1, dtype=torch.float64)  # [c]
-        a, b = (i - 1)[:, None], (n - i)[:, None]  # [c, 1]
-        edge = _mul0(a, log_left[None, :]) + _mul0(b, log_right[None, :])  # [c, T+1]
-        left_val = edge[:, :-1] + x  # value at frame f's left edge, [c, T]
-        right_val = edge[:, 1:] + x  # at its right edge
-        best_left, f_left = left_val.max(dim=1)
-        best_right, f_right = right_val.max(dim=1)
-        # interior candidate: the frame whose Lam-range holds u*
-        frac = (i - 1) / (n - 1)
-        log_u = torch.log(frac) + log_total  # log u*, -inf for i = 1
-        log_rest = torch.log1p(-frac) + log_total  # log(Lam(T) - u*), -inf for i = n
-        f_in = torch.searchsorted(log_left[1:].contiguous(), log_u).clamp(max=t_frames - 1)
-        valid = (
-            (log_left[f_in] < log_u) & (log_u < log_left[f_in + 1])
-            & (log_right[f_in + 1] < log_rest) & (log_rest < log_right[f_in])
-        )
-        inner_val = _mul0(i - 1, log_u) + _mul0(n - i, log_rest) + x[f_in]
-        inner_val = torch.where(valid, inner_val, torch.full_like(inner_val, _NEG_INF))
-        # position inside the frame, computed from the nearer side of Lam to avoid cancellation
-        lam_f = x[f_in]
-        from_left = torch.exp(log_u - lam_f) - torch.exp(log_left[f_in] - lam_f)
-        from_right = 1.0 - (torch.exp(log_rest - lam_f) - torch.exp(log_right[f_in + 1] - lam_f))
-        s = torch.where(frac <= 0.5, from_left, from_right).clamp(0.0, 1.0)
-        inner_pos = f_in.to(torch.float64) + s
-        left_pos = f_left.to(torch.float64)
-        right_pos = torch.nextafter((f_right + 1).to(torch.float64), f_right.to(torch.float64))
-        pos = torch.where(best_left >= best_right, left_pos, right_pos)
-        best = torch.maximum(best_left, best_right)
-        pos = torch.where(inner_val >= best, inner_pos, pos)
-        out[start : start + i.numel()] = pos
+    x = log_intensity.to(torch.float64)
+    return _posterior_modes_rows(x[None], torch.tensor([n]), torch.tensor([x.numel()]))[0]
+
+
+def _posterior_modes_rows(x: torch.Tensor, n: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Posterior modes of a padded batch: x float64 [B, T] (-inf past each row's length), n [B] >= 1,
+    lengths [B] -> [B, max n] float64; row b's first n[b] entries are its modes, the rest are filler."""
+    bsz, t_frames = x.shape
+    n_max = int(n.max())
+    nf = n.to(torch.float64)[:, None]  # [B, 1]
+    out = torch.full((bsz, n_max), float("nan"), dtype=torch.float64)
+    if n_max >= 2:
+        log_left, log_right = _log_cumulative_rows(x)
+        chunk = max(1, _MAX_CELLS // (bsz * (t_frames + 1)))
+        for start in range(0, n_max, chunk):
+            i = torch.arange(start + 1, min(n_max, start + chunk) + 1, dtype=torch.float64)[None, :]  # [1, c]
+            out[:, start : start + i.shape[1]] = _modes_chunk(x, log_left, log_right, nf, i, lengths)
+    single = n == 1  # flat inside a frame: the centre of the best one
+    out[single, 0] = torch.argmax(x[single], dim=1).to(torch.float64) + 0.5
     return out
+
+
+def _log_cumulative_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`_log_cumulative` of every row: [B, T] -> (log_left [B, T+1], log_right [B, T+1])."""
+    pad = torch.full((x.shape[0], 1), _NEG_INF, dtype=torch.float64, device=x.device)
+    log_left = torch.cat([pad, torch.logcumsumexp(x, 1)], 1)
+    log_right = torch.cat([torch.logcumsumexp(x.flip(1), 1).flip(1), pad], 1)
+    return log_left, log_right
+
+
+def _modes_chunk(x: torch.Tensor, log_left: torch.Tensor, log_right: torch.Tensor, nf: torch.Tensor,
+                 i: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Modes of events i [1, c] (1-based) of every row: [B, c]; columns with i > n[b] are filler."""
+    a = (i - 1).expand(x.shape[0], -1)  # [B, c]
+    b = (nf - i).clamp(min=0)  # [B, c]
+    edge = _mul0(a[..., None], log_left[:, None, :]) + _mul0(b[..., None], log_right[:, None, :])  # [B, c, T+1]
+    best_left, f_left = (edge[..., :-1] + x[:, None, :]).max(dim=2)  # value at frame f's left edge
+    best_right, f_right = (edge[..., 1:] + x[:, None, :]).max(dim=2)  # at its right edge
+    # interior candidate: the frame whose Lam-range holds u*
+    frac = (a / (nf - 1).clamp(min=1)).clamp(max=1.0)
+    log_total = log_left.gather(1, lengths[:, None])  # [B, 1]
+    log_u = torch.log(frac) + log_total  # log u*, -inf for i = 1
+    log_rest = torch.log1p(-frac) + log_total  # log(Lam(T) - u*), -inf for i = n
+    f_in = torch.minimum(torch.searchsorted(log_left[:, 1:].contiguous(), log_u), (lengths - 1)[:, None])
+    left_in, right_in = log_left.gather(1, f_in), log_left.gather(1, f_in + 1)
+    rest_in, rest_next = log_right.gather(1, f_in), log_right.gather(1, f_in + 1)
+    valid = (left_in < log_u) & (log_u < right_in) & (rest_next < log_rest) & (log_rest < rest_in)
+    lam_f = x.gather(1, f_in)
+    inner_val = _mul0(a, log_u) + _mul0(b, log_rest) + lam_f
+    inner_val = torch.where(valid, inner_val, torch.full_like(inner_val, _NEG_INF))
+    # position inside the frame, computed from the nearer side of Lam to avoid cancellation
+    from_left = torch.exp(log_u - lam_f) - torch.exp(left_in - lam_f)
+    from_right = 1.0 - (torch.exp(log_rest - lam_f) - torch.exp(rest_next - lam_f))
+    s = torch.where(frac <= 0.5, from_left, from_right).clamp(0.0, 1.0)
+    inner_pos = f_in.to(torch.float64) + s
+    right_pos = torch.nextafter((f_right + 1).to(torch.float64), f_right.to(torch.float64))
+    pos = torch.where(best_left >= best_right, f_left.to(torch.float64), right_pos)
+    return torch.where(inner_val >= torch.maximum(best_left, best_right), inner_pos, pos)
 
 
 def poisson_posterior_medians(log_intensity: torch.Tensor, n: int) -> torch.Tensor:
@@ -327,6 +345,70 @@ def smoothed_topk(logits: torch.Tensor, n: int, tolerance_s: float = DEFAULT_TOL
     return _topk_centres(smooth, n)
 
 
+# ---- batched decoders: a padded batch scores [B, T] + mask [B, T] (True = valid, a prefix of each row) --------
+# Each returns what the per-item decoder returns for every row's valid prefix (tests/frames/test_batched_decoding.py).
+
+
+def _batch_lengths(scores: torch.Tensor, n: list[int], mask: torch.Tensor) -> torch.Tensor:
+    """Checks a padded batch -> lengths [B]; errors name the row."""
+    if scores.dim() != 2 or mask.shape != scores.shape or len(n) != scores.shape[0]:
+        raise ValueError(f"expected scores [B, T], mask [B, T] and B counts, got {tuple(scores.shape)}, "
+                         f"{tuple(mask.shape)} and {len(n)}")
+    lengths = mask.sum(1)
+    prefix = torch.arange(scores.shape[1], device=mask.device)[None, :] < lengths[:, None]
+    for b in range(scores.shape[0]):
+        if lengths[b] == 0 or not torch.equal(mask[b], prefix[b]):
+            raise ValueError(f"row {b}: the mask must be a non-empty prefix (padding on the right)")
+        if n[b] < 0:
+            raise ValueError(f"row {b}: n must be >= 0, got {n[b]}")
+        if not torch.isfinite(scores[b][mask[b]]).all():
+            raise ValueError(f"row {b}: scores contain NaN or inf")
+    return lengths
+
+
+def topn_nms_batch(scores: torch.Tensor, n: list[int], mask: torch.Tensor, min_separation: int = 3) -> list[torch.Tensor]:
+    """:func:`topn_nms` of every row at once: max(n) argmax-and-suppress steps over [B, T]."""
+    _batch_lengths(scores, n, mask)
+    s = scores.to(torch.float64).masked_fill(~mask, _NEG_INF)
+    cols = torch.arange(s.shape[1], device=s.device)[None, :]
+    counts = torch.tensor(n, device=s.device)
+    picked = torch.full((s.shape[0], max(n, default=0)), -1, dtype=torch.int64, device=s.device)
+    for k in range(picked.shape[1]):
+        f = torch.argmax(s, dim=1)  # [B], first on ties as in topn_nms
+        active = (k < counts) & (s.gather(1, f[:, None])[:, 0] != _NEG_INF)
+        picked[:, k] = torch.where(active, f, -1)
+        s = s.masked_fill(((cols - f[:, None]).abs() <= min_separation) & active[:, None], _NEG_INF)
+    return [torch.sort(row[row >= 0].to(torch.float64).cpu()).values + 0.5 for row in picked]
+
+
+def _modes_of_rows(x: torch.Tensor, n: list[int], lengths: torch.Tensor) -> list[torch.Tensor]:
+    """Posterior modes of the rows of x [B, T] (-inf padded) with n[b] events: [n[b]] each."""
+    counts = torch.tensor(n)
+    out = [torch.zeros(0, dtype=torch.float64) for _ in n]
+    keep = torch.nonzero(counts > 0)[:, 0]
+    if keep.numel():
+        modes = _posterior_modes_rows(x[keep].cpu(), counts[keep], lengths[keep].cpu())
+        for j, b in enumerate(keep.tolist()):
+            out[b] = modes[j, : n[b]].clone()
+    return out
+
+
+def posterior_modes_batch(log_intensity: torch.Tensor, n: list[int], mask: torch.Tensor) -> list[torch.Tensor]:
+    """:func:`poisson_posterior_modes` of every row: the [B, n, T] edge values at once."""
+    lengths = _batch_lengths(log_intensity, n, mask)
+    return _modes_of_rows(log_intensity.to(torch.float64).masked_fill(~mask, _NEG_INF), n, lengths)
+
+
+def smoothed_posterior_modes_batch(log_intensity: torch.Tensor, n: list[int], mask: torch.Tensor,
+                                   tolerance_s: float = DEFAULT_TOLERANCE_S, box: int | None = None,
+                                   unit_s: float | None = None) -> list[torch.Tensor]:
+    """:func:`smoothed_posterior_modes` of every row: one masked box smoothing, then batched modes."""
+    lengths = _batch_lengths(log_intensity, n, mask)
+    width = _resolve_box("smoothed_posterior_mode", tolerance_s, box, unit_s)
+    smoothed = smoothed_log_intensity(log_intensity, width, mask).masked_fill(~mask, _NEG_INF)
+    return _modes_of_rows(smoothed, n, lengths)
+
+
 @dataclass(frozen=True)
 class DecoderSpec:
     """A registered decoder and the facts its callers check."""
@@ -337,6 +419,8 @@ class DecoderSpec:
     """Heads whose scores it reads: a Poisson posterior needs log-intensities, not binary logits."""
     options: tuple[str, ...] = ()
     """Keyword options it takes (``min_separation``: picked events stay that many frames apart)."""
+    batch: Callable[..., list[torch.Tensor]] | None = None
+    """``batch(scores [B, T], n [B], mask [B, T], **options) -> [fn(row, n_b) per row]``, or None: a loop."""
 
 
 DECODER_SPECS: dict[str, DecoderSpec] = {}
@@ -345,22 +429,24 @@ DECODERS: dict[str, Callable[..., torch.Tensor]] = {}
 
 
 def register_decoder(name: str, fn: Callable[..., torch.Tensor], heads: tuple[str, ...] = ("poisson", "binary"),
-                     options: tuple[str, ...] = ()) -> None:
+                     options: tuple[str, ...] = (), batch: Callable[..., list[torch.Tensor]] | None = None) -> None:
     if name in DECODER_SPECS:
         raise ValueError(f"decoder {name!r} is registered twice")
-    DECODER_SPECS[name] = DecoderSpec(fn, heads, options)
+    DECODER_SPECS[name] = DecoderSpec(fn, heads, options, batch)
     DECODERS[name] = fn
 
 
-register_decoder("posterior_mode", poisson_posterior_modes, heads=("poisson",))
+register_decoder("posterior_mode", poisson_posterior_modes, heads=("poisson",), batch=posterior_modes_batch)
 register_decoder("posterior_median", poisson_posterior_medians, heads=("poisson",))
-register_decoder("topn_nms", topn_nms, options=("min_separation",))
+register_decoder("topn_nms", topn_nms, options=("min_separation",), batch=topn_nms_batch)
 register_decoder("topk", _topk_centres)
 register_decoder("joint_dp", joint_dp, options=("min_separation",))
 _SMOOTH_OPTIONS = ("tolerance_s", "box", "unit_s")
-register_decoder("smoothed_posterior_mode", smoothed_posterior_modes, heads=("poisson",), options=_SMOOTH_OPTIONS)
+register_decoder("smoothed_posterior_mode", smoothed_posterior_modes, heads=("poisson",), options=_SMOOTH_OPTIONS,
+                 batch=smoothed_posterior_modes_batch)
 register_decoder("smoothed_posterior_mode_40ms", partial(smoothed_posterior_modes, tolerance_s=0.04),
-                 heads=("poisson",), options=_SMOOTH_OPTIONS)
+                 heads=("poisson",), options=_SMOOTH_OPTIONS,
+                 batch=partial(smoothed_posterior_modes_batch, tolerance_s=0.04))
 register_decoder("iterative_posterior_mode", iterative_posterior_modes, heads=("poisson",), options=_SMOOTH_OPTIONS)
 register_decoder("smoothed_topk", smoothed_topk, heads=("binary",), options=_SMOOTH_OPTIONS)
 register_decoder("smoothed_topk_40ms", partial(smoothed_topk, tolerance_s=0.04), heads=("binary",),
@@ -399,3 +485,16 @@ def decode(name: str, scores: torch.Tensor, n: int | None, head: str = "poisson"
         n = int(round(expected_count(scores)))
     given = {"min_separation": min_separation, "unit_s": unit_s}
     return spec.fn(scores, n, **{k: v for k, v in given.items() if k in spec.options})
+
+
+def decode_batch(name: str, scores: torch.Tensor, mask: torch.Tensor, n: list[int | None], head: str = "poisson",
+                 min_separation: int = 3, unit_s: float | None = None) -> list[torch.Tensor]:
+    """:func:`decode` of every row of a padded batch (scores [B, T], mask [B, T] True on each row's valid
+    prefix): the decoder's batched form where it has one (``DecoderSpec.batch``), else a loop; a batch
+    with a count unknown (``n[b] = None``) is decoded row by row, as :func:`decode` does it. -> [n_b] per row."""
+    spec = decoder_spec(name)
+    if spec.batch is None or head not in spec.heads or any(k is None for k in n):
+        return [decode(name, scores[b][mask[b]], n[b], head, min_separation, unit_s) for b in range(len(n))]
+    given = {"min_separation": min_separation, "unit_s": unit_s}
+    counts = [int(k) for k in n if k is not None]
+    return spec.batch(scores, counts, mask, **{k: v for k, v in given.items() if k in spec.options})
