@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import importlib.metadata
+import os
+import re
 import subprocess
 from pathlib import Path
 from typing import Any, Iterator, Mapping
@@ -44,6 +46,28 @@ def package_versions() -> dict[str, str]:
     return out
 
 
+# environment variables whose values are secrets: MLFLOW_TRACKING_PASSWORD / _TOKEN, FRAMECALL_API_KEY, HF_TOKEN,
+# AWS_SECRET_ACCESS_KEY, RAY_AUTH_TOKEN... (a whole name segment: TOKENIZERS_PARALLELISM is no secret)
+SECRET_NAME = re.compile(r"(^|_)(API_KEY|TOKEN|PASSWORD|PASSWD|SECRET|CREDENTIALS?)(_|$)", re.IGNORECASE)
+URL_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@")
+REDACTED = "***"
+
+
+def secret_values(environ: Mapping[str, str] | None = None) -> list[str]:
+    """Values (8+ characters, longest first) of the environment variables named like secrets."""
+    env = os.environ if environ is None else environ
+    return sorted({v for k, v in env.items() if SECRET_NAME.search(k) and len(v) >= 8}, key=len, reverse=True)
+
+
+def redact(text: str, environ: Mapping[str, str] | None = None) -> str:
+    """``text`` with every secret environment value replaced by ``***`` and the credentials of any URL
+    (``https://user:pass@host``) dropped: what MLflow params, tags, logged text and printed lines carry."""
+    text = URL_USERINFO.sub(lambda m: m.group("scheme") + REDACTED + "@", text)
+    for secret in secret_values(environ):
+        text = text.replace(secret, REDACTED)
+    return text
+
+
 def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     out = {}
     for k, v in d.items():
@@ -51,7 +75,7 @@ def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
         if isinstance(v, Mapping):
             out.update(flatten(v, key + "."))
         else:
-            out[key] = str(v)[:500]
+            out[key] = redact(str(v))[:500]
     return out
 
 
@@ -69,7 +93,8 @@ def start_run(tracking_uri: str, experiment: str, artifact_root: Path, run_name:
 
     client = MlflowClient(tracking_uri)
     exp_id = get_or_create_experiment(client, experiment, artifact_root)
-    run = client.create_run(exp_id, run_name=run_name, tags=dict(tags))
+    run = client.create_run(exp_id, run_name=run_name and redact(run_name),
+                            tags={k: redact(str(v)) for k, v in tags.items()})
     flat = flatten(params)
     items = list(flat.items())
     from mlflow.entities import Param
@@ -218,13 +243,13 @@ class RunLogger:
                    artifact_dir)
 
     def text(self, text: str, path: str) -> None:
-        self._call(f"text {path}", self.client.log_text, self.run_id, text, path)
+        self._call(f"text {path}", self.client.log_text, self.run_id, redact(text), path)
 
     def set_tag(self, key: str, value: str) -> None:
-        self._call(f"tag {key}", self.client.set_tag, self.run_id, key, value)
+        self._call(f"tag {key}", self.client.set_tag, self.run_id, key, redact(str(value)))
 
     def param(self, key: str, value: str) -> None:
-        self._call(f"param {key}", self.client.log_param, self.run_id, key, value)
+        self._call(f"param {key}", self.client.log_param, self.run_id, key, redact(str(value)))
 
     def finish(self, status: str = "FINISHED") -> None:
         self.flush()
@@ -237,6 +262,7 @@ def log_resolved_config(config: Any, output_dir: str | Path, tracking_uri: str, 
     from framecall.config import save_resolved
 
     path = save_resolved(config, output_dir)
+    path.write_text(redact(path.read_text()))  # secrets come from the environment, never from a saved config
     RunLogger(tracking_uri, run_id).artifact(path)
     return path
 

@@ -28,7 +28,9 @@ def _run(p: argparse.ArgumentParser, args: argparse.Namespace, cls: type, flags:
     if cfg is None:
         return
     result = fit(cfg)
-    print(f"{stage} adapter: {result.best_checkpoint}  MLflow run {result.run_id} ({result.tracking_uri})"
+    from framecall.tracking import redact
+
+    print(f"{stage} adapter: {result.best_checkpoint}  MLflow run {result.run_id} ({redact(result.tracking_uri)})"
           f"  registered {result.registered_model}  {result.wall_s:.0f} s")
 
 
