@@ -5,7 +5,7 @@ a folder of audio files, a list file (PATH<TAB>question or transcript), a lhotse
 a Hugging Face datasets folder with an Audio column, or framecall shards (--data is --input of shards).
 Plain audio is asked --question, else the alignment question of its transcript.
 
-One result per input row under --output (<id>.json, .TextGrid or .ctm) and _index.json (failures
+One result per input row under --output (<id>.json, .TextGrid, .ctm, .srt or .vtt) and _index.json (failures
 counted by reason). The exit status is 1 when any row failed. The flags are keys of
 :class:`PredictJobConfig`; ``--config FILE`` and dotted overrides (``batch_size=16``) set them too,
 and ``--print-config`` shows the result without predicting.
@@ -15,6 +15,7 @@ and ``--print-config`` shows the result without predicting.
         --question "When does the 1st occurrence of the word 'cat' occur?"
     python jobs/predict.py --checkpoint CKPT --input cuts.jsonl.gz --output runs/tg --format textgrid
     python jobs/predict.py --checkpoint CKPT --input hf_dir --transcript-column text --output runs/ctm --format ctm
+    python jobs/predict.py --checkpoint CKPT --input talks.tsv --output runs/subs --format vtt   # PATH<TAB>transcript
     python jobs/predict.py --checkpoint models:/framecall-poisson/1 --data DIR --output runs/tg --format textgrid
     python jobs/predict.py --config predict.yaml actors=2 --print-config
     RAY_AUTH_MODE=token ray job submit --working-dir . -- python jobs/predict.py --checkpoint $PWD/runs/... \

@@ -1,8 +1,9 @@
 """Offline batch prediction without a server: Ray Data reads shards (or the rows of a plain-audio
 input, :mod:`framecall.data.inputs`), an actor pool of :class:`~framecall.inference.FrameLocalizer`
 (the Serve engine, same batching and long-audio stitching) predicts, and each input row gets one
-result file: ``<id>.json`` (times; with ``words`` when the row has a transcript), ``.TextGrid`` or
-``.ctm`` (alignments of rows with a transcript), plus ``_index.json`` (id -> file or failure, and
+result file: ``<id>.json`` (times and confidences; with ``words`` when the row has a transcript),
+``.TextGrid``, ``.ctm``, ``.srt`` or ``.vtt`` (alignments of rows with a transcript: each word's start and
+confidence from the head, its end at the energy offset, as :meth:`FrameLocalizer.align`), plus ``_index.json`` (id -> file or failure, and
 failures counted by reason). A bad row fails alone (``bad_rows=skip``) or stops the run naming it.
 
 Memory of one row: its decoded 16 kHz audio (read forward in blocks, never more than
@@ -29,7 +30,7 @@ from framecall.data.inputs import UNKNOWN_COUNT, InputItem
 from framecall.inference import SAMPLE_RATE, FrameLocalizer, Query, QueryError, align_words, check_query
 from framecall.serving import OUTPUT_FORMATS, format_alignment
 
-SUFFIX = {"json": ".json", "textgrid": ".TextGrid", "ctm": ".ctm"}
+SUFFIX = {"json": ".json", "textgrid": ".TextGrid", "ctm": ".ctm", "srt": ".srt", "vtt": ".vtt"}
 INDEX = "_index.json"
 """The results index beside the result files (a row id may not overwrite it)."""
 
@@ -43,7 +44,7 @@ class PredictConfig:
     checkpoint: str
     output: str
     format: str = "json"
-    """json | textgrid | ctm (the last two need a transcript: words_all rows)."""
+    """json | textgrid | ctm | srt | vtt (all but json need a transcript: words_all rows, list/lhotse/hf)."""
     num_events: str = "from-data"
     """from-data: the row's num_events (the question states it) | estimate: Lam(T) of a Poisson head."""
     bad_rows: str = "fail"
@@ -214,7 +215,9 @@ class PredictActor:
         """Write row ``i``'s result file -> its path."""
         meta = json.loads(batch["meta"][i] or "{}")
         transcript = meta.get("transcript")
-        words = align_words(transcript.split(), result["times_s"], samples) if transcript else None
+        # the Python API's words: start confidences, ends at the energy offset (silences between words show)
+        words = (align_words(transcript.split(), result["times_s"], samples, result["confidences"], ends="energy")
+                 if transcript else None)
         if self.cfg.format == "json":
             body = json.dumps({"id": rid, "prompt": str(batch["prompt"][i]), **result,
                                **({"words": words} if words is not None else {}), "model": self.engine.info["name"]})

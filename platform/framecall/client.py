@@ -85,7 +85,7 @@ class FramecallClient:
         return self._send("POST", "/v1/localize", files={"audio": _upload(audio)}, data=data).json()
 
     def align(self, audio: str | Path | bytes, transcript: str, format: str = "json") -> dict[str, Any] | str:
-        """Word starts and ends: a dict for json, the file text for textgrid / ctm."""
+        """Word starts and ends: a dict for json, the file text for textgrid / ctm / srt / vtt."""
         r = self._send("POST", "/v1/align", files={"audio": _upload(audio)},
                        data={"transcript": transcript, "format": format})
         return r.json() if format == "json" else r.text
@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     al.add_argument("audio", nargs="?")
     al.add_argument("transcript", nargs="?")
     al.add_argument("--pairs", help="TSV file: audio path <TAB> transcript, one pair per line")
-    al.add_argument("--format", default="json", choices=["json", "textgrid", "ctm"])
+    al.add_argument("--format", default="json", choices=["json", "textgrid", "ctm", "srt", "vtt"])
     al.add_argument("--output", help="directory for one file per audio (default: stdout)")
     sub.add_parser("predict", help="batch prediction in this process: framecall predict --help")
     sub.add_parser("export-adapter", help="a LoRA frame checkpoint as a peft adapter: framecall export-adapter --help")
@@ -205,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
             pairs = [[args.audio, args.transcript]]
         else:
             p.error("align needs AUDIO TRANSCRIPT, or --pairs FILE")
-        suffix = {"json": ".json", "textgrid": ".TextGrid", "ctm": ".ctm"}[args.format]
+        suffix = {"json": ".json", "textgrid": ".TextGrid", "ctm": ".ctm", "srt": ".srt", "vtt": ".vtt"}[args.format]
         for audio, transcript in _progress(pairs, "align"):
             try:
                 out = client.align(audio, transcript, args.format)

@@ -234,8 +234,8 @@ class FrameLocalizer:
 def align_words(words: list[str], times_s: list[float], samples: np.ndarray, confidences: list[float] | None = None,
                 ends: str = "next_start") -> list[dict[str, Any]]:
     """Word starts -> [{word, start, end[, confidence]}] in time order. ``ends="next_start"``: a word
-    ends where the next begins, the last where speech ends (Serve's and batch prediction's JSON);
-    ``"energy"``: at :func:`energy_offsets` within that span, leaving the silences between words."""
+    ends where the next begins, the last where speech ends; ``"energy"`` (``align``, Serve, batch
+    prediction): at :func:`energy_offsets` within that span, leaving the silences between words."""
     order = sorted(range(len(times_s)), key=lambda i: times_s[i])
     end_s = detect_speech_end(samples, SAMPLE_RATE)
     intervals = word_intervals(times_s, max(end_s, max(times_s, default=0.0)))

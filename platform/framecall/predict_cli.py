@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from framecall.batch_predict import PredictConfig, predict_to_dir
+from framecall.serving import OUTPUT_FORMATS
 from framecall.config import ConfigError, add_config_args, config_from_args
 from framecall.data.inputs import INPUT_FORMATS, InputError, detect_format, read_inputs
 
@@ -96,7 +97,7 @@ def parse(argv=None, doc: str | None = None, prog: str | None = None) -> Predict
     p.add_argument("--output")
     p.add_argument("--question", help="asked of every plain-audio item (default: its transcript's alignment)")
     p.add_argument("--transcript-column", help="hf: the column holding the transcript")
-    p.add_argument("--format", choices=["json", "textgrid", "ctm"])
+    p.add_argument("--format", choices=list(OUTPUT_FORMATS))
     p.add_argument("--num-events", choices=["from-data", "estimate"])
     p.add_argument("--bad-rows", choices=["auto", "fail", "skip"])
     p.add_argument("--progress", choices=["auto", "on", "off"])

@@ -52,6 +52,7 @@ logger = logging.getLogger("ray.serve")
 API_KEY_HEADER = "X-API-Key"
 RETRY_AFTER_S = 1
 MAX_JSON_DEPTH = 8  # the deepest valid body is 3 levels (body > questions > question)
+TEXT_MEDIA_TYPES = {"vtt": "text/vtt", "srt": "application/x-subrip"}  # others: text/plain
 MAX_FORM_PARTS = 8  # audio, questions, return_curve, transcript, format: a few more are an error anyway
 INFO_TTL_S = 5.0  # model facts used to check a request are re-read this often (an alias reload changes them)
 CANARY_QUESTION = "When does the 1st occurrence of the word 'a' occur?"
@@ -511,7 +512,7 @@ class Ingress:
             "format": {"type": "string", "enum": list(OUTPUT_FORMATS)}}, "required": ["audio", "transcript"]}}},
         "required": True}})
     async def align(self, request: Request):
-        """Start and end of every transcript word, as JSON, TextGrid (MFA) or CTM (NeMo NFA)."""
+        """Start and end of every transcript word, as JSON, TextGrid (MFA), CTM (NeMo NFA), SRT or WebVTT."""
         return await self._run(self._align, request)
 
     def _check_transcript(self, parsed: AlignIn) -> list[str]:
@@ -549,12 +550,13 @@ class Ingress:
         if len(result["times_s"]) < len(words):  # never silently fewer words than asked for
             raise RequestError(422, "transcript", f"the model placed only {len(result['times_s'])} of the "
                                                   f"{len(words)} words in {duration:.3f} s of audio")
-        aligned = align_words(words, result["times_s"], samples)
+        # the Python API's words: start confidences, ends at the energy offset (silences between words show)
+        aligned = align_words(words, result["times_s"], samples, result["confidences"], ends="energy")
         if parsed.format == "json":
             return {"model": info, "duration_s": round(duration, 4), "words": aligned}
         text = format_alignment(aligned, parsed.format, duration)
         model_header = {"X-Framecall-Model": f"{info['name']}/{info['version']} ({info['head']})"}
-        return PlainTextResponse(text, headers=model_header)
+        return PlainTextResponse(text, headers=model_header, media_type=TEXT_MEDIA_TYPES.get(parsed.format))
 
 
 def build_app(args: dict[str, Any]):

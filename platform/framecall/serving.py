@@ -14,7 +14,8 @@ from framecall.frames.decoding import DECODERS
 from framecall.inference import (SAMPLE_RATE, FrameLocalizer, Query, align_words, alignment_query,  # noqa: F401
                                  chunk_spans, stitch, transcript_words)
 from framecall.prompts import task_of
-OUTPUT_FORMATS = ("json", "textgrid", "ctm")
+OUTPUT_FORMATS = ("json", "textgrid", "ctm", "srt", "vtt")
+"""Alignment outputs: JSON, TextGrid (MFA), CTM (NeMo NFA), SubRip and WebVTT subtitles (a cue per word)."""
 
 
 @dataclass
@@ -128,14 +129,18 @@ def question_task(question: str) -> str | None:
 
 
 def format_alignment(words: list[dict[str, Any]], fmt: str, duration_s: float, utterance: str = "utt") -> str:
-    """TextGrid (long format, Montreal Forced Aligner's default) or CTM (NeMo Forced Aligner's),
-    written by :mod:`framecall.formats` (the Python API's writers)."""
+    """TextGrid (long format, Montreal Forced Aligner's default), CTM (NeMo Forced Aligner's), SRT or
+    WebVTT, written by :mod:`framecall.formats` (the Python API's writers)."""
     from framecall import formats
 
     if fmt == "ctm":
         return formats.write_ctm(words, utterance)
     if fmt == "textgrid":
         return formats.write_textgrid(words, duration_s)
+    if fmt == "srt":
+        return formats.write_srt(words)
+    if fmt == "vtt":
+        return formats.write_vtt(words)
     raise ValueError(f"unknown format {fmt!r}; valid: {list(OUTPUT_FORMATS)}")
 
 

@@ -35,7 +35,8 @@ def test_predict_job_writes_one_result_per_row(ray_session, tiny_words_all, tmp_
     table = pq.read_table(list_shards(tiny_words_all), columns=["id", "meta"]).to_pylist()
     meta_words = json.loads(table[0]["meta"])["transcript"].split()
     ctm = (tmp_path / "ctm" / f"{table[0]['id']}.ctm").read_text().splitlines()
-    assert [line.split()[-1] for line in ctm] == meta_words
+    assert [line.split()[4] for line in ctm] == meta_words  # utt chan start dur word conf
+    assert all(0.0 <= float(line.split()[5]) <= 1.0 for line in ctm)
     assert all(line.startswith(table[0]["id"] + " 1 ") for line in ctm)
 
 
@@ -146,7 +147,7 @@ def test_predict_lhotse_manifest_aligns_each_cut_segment(ray_session, tmp_path):
     late = summary["results"]["rec0-late"]
     assert "rec0.flac" in late and "after the recording's end (4.000 s)" in late
     lines = (tmp_path / "ctm" / "rec1-b.ctm").read_text().splitlines()
-    assert [line.split()[-1] for line in lines] == ["on", "the", "mat", "now"]
+    assert [line.split()[4] for line in lines] == ["on", "the", "mat", "now"]
     assert all(0.0 <= float(line.split()[2]) <= 1.8 for line in lines)  # times within the 1.8 s segment
 
 

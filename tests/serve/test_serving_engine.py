@@ -85,5 +85,5 @@ def test_alignment_formats():
         parsed = textgrid.openTextgrid(str(Path(d) / "x.TextGrid"), includeEmptyIntervals=False)
     labels = [e.label for e in parsed.getTier("words").entries]
     assert labels == ["the", "cat", "sat"]
-    with pytest.raises(ValueError, match="unknown format 'srt'"):
-        format_alignment(words, "srt", 1.0)
+    with pytest.raises(ValueError, match="unknown format 'lrc'"):
+        format_alignment(words, "lrc", 1.0)
