@@ -17,8 +17,7 @@ from typing import Any, Union
 import numpy as np
 import torch
 
-from framecall.audio.features import log_mel
-from framecall.data.collate import pad_features
+from framecall.audio.features import log_mel_batch, pad_waveforms
 from framecall.frames.alignment import detect_speech_end, word_intervals
 from framecall.frames.decoding import decode, decoder_serves, expected_count
 from framecall.frames.units import FrameGrid
@@ -155,13 +154,13 @@ class FrameLocalizer:
     def predict(self, queries: list[Query], max_rows: int | None = None) -> list[dict[str, Any]]:
         """Answer queries; ``max_rows`` caps the rows (question x audio chunk) of one forward pass."""
         rows: list[tuple[int, int]] = []  # (query index, chunk start sample)
-        feats, prompts = [], []
+        waves, prompts = [], []
         for qi, q in enumerate(queries):
             for start, end in chunk_spans(q.samples.size, self.window, self.overlap, self.token_samples):
                 rows.append((qi, start))
-                feats.append(log_mel(q.samples[start:end], self.features))
+                waves.append(q.samples[start:end])  # a view: featurized per forward pass, not all up front
                 prompts.append(q.question)
-        row_curves = self._forward_rows(feats, prompts, max_rows or len(rows))
+        row_curves = self._forward_rows(waves, prompts, max_rows or len(rows))
         per_query: dict[int, tuple[list, list]] = {}
         unit = self.token_samples // self.grid.subframes  # samples per sub-frame
         for (qi, start), row_curve in zip(rows, row_curves):
@@ -170,12 +169,15 @@ class FrameLocalizer:
             offsets.append(start // unit)
         return [self._answer(q, *per_query[qi]) for qi, q in enumerate(queries)]
 
-    def _forward_rows(self, feats: list[np.ndarray], prompts: list[str], max_rows: int) -> list[torch.Tensor]:
-        """Forward passes of at most ``max_rows`` rows each -> one curve [T_r] per row (padding dropped)."""
+    def _forward_rows(self, waves: list[np.ndarray], prompts: list[str], max_rows: int) -> list[torch.Tensor]:
+        """Forward passes of at most ``max_rows`` rows each -> one curve [T_r] per row (padding dropped).
+        Each pass's waveforms are featurized together on the model's device (:func:`log_mel_batch`)."""
         out: list[torch.Tensor] = []
-        for lo in range(0, len(feats), max_rows):
-            features, feature_mask, token_mask, _ = pad_features(feats[lo:lo + max_rows],
-                                                                 self.model.backbone.tokens_for_frames)
+        device = next(self.model.parameters()).device  # where from_pretrained put it (runtime.choose_device)
+        for lo in range(0, len(waves), max_rows):
+            features, feature_mask = log_mel_batch(*pad_waveforms(waves[lo:lo + max_rows], device), self.features)
+            tokens = torch.tensor([self.model.backbone.tokens_for_frames(int(n)) for n in feature_mask.sum(1).tolist()])
+            token_mask = torch.arange(int(tokens.max()))[None, :] < tokens[:, None]  # [R, T_tok]
             batch = {"features": features, "feature_mask": feature_mask, "token_mask": token_mask,
                      "prompts": prompts[lo:lo + max_rows]}
             scores, mask = self.model(batch)  # [R, T], [R, T]

