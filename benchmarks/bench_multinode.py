@@ -21,7 +21,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "platform"))
-sys.path.insert(0, str(ROOT / "tests"))
 
 from framecall.data.shards import ShardWriter  # noqa: E402
 from framecall.data.synthetic import SynthConfig, generate  # noqa: E402
@@ -41,8 +40,9 @@ def run_once(layout: list[int], data: Path, out: Path, steps: int) -> dict:
     from mlflow.tracking import MlflowClient
     from ray.cluster_utils import Cluster
 
+    from framecall.config import build_config
+    from framecall.train.config import TrainJobConfig
     from framecall.train.runner import fit
-    from tests_helpers import train_config
 
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": True,
                                                             "dashboard_port": _free_port()})
@@ -53,8 +53,11 @@ def run_once(layout: list[int], data: Path, out: Path, steps: int) -> dict:
              log_to_driver=False, configure_logging=False)
     try:
         uri = f"sqlite:///{out / 'mlflow.db'}"
-        cfg = train_config(out, data, uri, steps=steps, **{"ray.cpus_per_worker": 2, "train.eval_every": steps,
-                                                           "train.batch_size": 4})
+        cfg = build_config(TrainJobConfig, flags={"data.data_dir": str(data), "output": str(out / "out")},
+                           overrides=[f"train.max_steps={steps}", f"train.eval_every={steps}", "train.batch_size=4",
+                                      "train.warmup_steps=1", "ray.num_workers=2", "ray.cpus_per_worker=2",
+                                      f"mlflow.tracking_uri={uri}", "data.make_if_missing=false",
+                                      "mlflow.register=false"])
         t0 = time.time()
         res = fit(cfg)
         wall = time.time() - t0

@@ -79,11 +79,20 @@ def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     return out
 
 
+def is_server_uri(tracking_uri: str) -> bool:
+    """A tracking server (http, https, databricks) rather than a store file on this machine."""
+    return tracking_uri.split(":", 1)[0] in ("http", "https", "databricks")
+
+
 def get_or_create_experiment(client, name: str, artifact_root: Path) -> str:
+    """``artifact_root`` is used for a local store only: a tracking server puts a new experiment's
+    artifacts where it is configured to (``--artifacts-destination``, proxied as mlflow-artifacts:),
+    which every node of a cluster reaches; a path on the driver's disk would not be."""
     exp = client.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
-    return client.create_experiment(name, artifact_location=artifact_root.resolve().as_uri())
+    local = not is_server_uri(str(client.tracking_uri))
+    return client.create_experiment(name, artifact_location=artifact_root.resolve().as_uri() if local else None)
 
 
 def start_run(tracking_uri: str, experiment: str, artifact_root: Path, run_name: str | None,
