@@ -134,6 +134,36 @@ def log_mel_batch(samples: torch.Tensor, lengths: torch.Tensor, params: FeatureP
         if n < min_samples(params.sample_rate):
             log_mel(np.zeros(n, np.float32), params, sources[b] if sources else f"batch row {b}")  # raises
     samples, lengths = samples.float(), lengths.to(samples.device)
+    if samples.device.type == "cpu" and samples.shape[0] > CPU_GROUP and int(lengths.min()) < int(lengths.max()):
+        return _log_mel_length_groups(samples, lengths, params)
+    return _log_mel_padded(samples, lengths, params)
+
+
+CPU_GROUP = 8
+"""On CPU, :func:`log_mel_batch` featurizes clips of similar length together, this many at a time: padding
+a batch of 1-5 s clips to its longest doubled the STFT work (1.1 vs 2.0 CPU ms per clip at batch 32,
+against 1.8 per clip alone). On an accelerator one launch for the whole batch is what pays."""
+
+
+def _log_mel_length_groups(samples: torch.Tensor, lengths: torch.Tensor,
+                           params: FeatureParams) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`_log_mel_padded` over groups of CPU_GROUP rows sorted by length, put back in batch order."""
+    order = torch.argsort(lengths)
+    frames = lengths // params.hop_length if params.pad_to_seconds is None else None
+    f_max = int(frames.max()) if frames is not None else params.num_frames(0)
+    features = samples.new_zeros(samples.shape[0], params.num_mel_bins, f_max)
+    mask = torch.zeros(samples.shape[0], f_max, dtype=torch.bool)
+    for lo in range(0, samples.shape[0], CPU_GROUP):
+        rows = order[lo:lo + CPU_GROUP]
+        group_features, group_mask = _log_mel_padded(samples[rows], lengths[rows], params)
+        features[rows, :, : group_mask.shape[1]] = group_features
+        mask[rows, : group_mask.shape[1]] = group_mask
+    return features, mask
+
+
+def _log_mel_padded(samples: torch.Tensor, lengths: torch.Tensor,
+                    params: FeatureParams) -> tuple[torch.Tensor, torch.Tensor]:
+    """The batch at once (see :func:`log_mel_batch`): samples float32 [B, S], lengths [B] on one device."""
     if params.pad_to_seconds is not None:
         target = int(params.pad_to_seconds * params.sample_rate)
         keep = torch.arange(samples.shape[1], device=samples.device)[None, :] < lengths[:, None]
