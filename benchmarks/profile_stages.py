@@ -1,7 +1,7 @@
 """Mean CPU ms per request in each stage of the model path, and per row of the training input path (issue #19).
 
     .venv/bin/python benchmarks/profile_stages.py [--data runs/data/words_all_8k] [--requests 128] \
-        [--batches 1,32] [--featurize per_clip|batched|both] [--threads 1] [--output-json PATH]
+        [--batches 1,32] [--featurize per_clip|batched|both] [--threads 1] [--repeats 1] [--output-json PATH]
 
 Model path, in process (no HTTP, no Ray), for held-out shard rows sent as ``/v1/localize`` JSON
 bodies: parse (strict JSON, pydantic, base64), audio decode (+ resample; the shards are 16 kHz
@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import statistics
 import sys
 import time
 from collections import defaultdict
@@ -220,21 +221,26 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch intra-op threads; 1 as in a Serve replica or Ray task of num_cpus=1 (Ray sets "
                              "OMP_NUM_THREADS=1 there); on a busy machine 2 threads also spin, inflating CPU time")
+    parser.add_argument("--repeats", type=int, default=1, help="runs of every setting, interleaved; medians reported")
     parser.add_argument("--output-json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     engine = tiny_engine()
     texts = request_texts(args.data, args.requests)
     modes = ["per_clip", "batched"] if args.featurize == "both" else [args.featurize]
-    model: dict[str, dict[str, float]] = {}
-    train: dict[str, dict[str, float]] = {}
-    for mode in modes:
-        for b in [int(x) for x in args.batches.split(",")]:
-            key = f"{mode}, batch {b}"
-            model[key] = profile_model(engine, texts, b, mode)
-            model[key]["engine.predict"] = whole_predict(engine, texts, b)
-            train[key] = profile_train(engine, args.data, args.requests, b, mode)
-    print(f"CPU ms per request (model path), {args.requests} requests, torch threads {torch.get_num_threads()}")
+    runs: dict[tuple[str, str], list[dict[str, float]]] = defaultdict(list)
+    for _ in range(args.repeats):  # settings interleaved, so that a busy spell on the machine hits all of them
+        for mode in modes:
+            for b in [int(x) for x in args.batches.split(",")]:
+                key = f"{mode}, batch {b}"
+                runs["model", key].append({**profile_model(engine, texts, b, mode),
+                                           "engine.predict": whole_predict(engine, texts, b)})
+                runs["train", key].append(profile_train(engine, args.data, args.requests, b, mode))
+    medians = {k: {stage: statistics.median(r[stage] for r in v) for stage in v[0]} for k, v in runs.items()}
+    model = {key: m for (path, key), m in medians.items() if path == "model"}
+    train = {key: m for (path, key), m in medians.items() if path == "train"}
+    print(f"CPU ms per request (model path), {args.requests} requests, median of {args.repeats} run(s), "
+          f"torch threads {torch.get_num_threads()}")
     print(table(model, MODEL_STAGES))
     print(f"\nCPU ms per row (training input path), {args.requests} rows")
     print(table(train, TRAIN_STAGES))
