@@ -10,6 +10,7 @@ and duration limits and API keys are the Serve app's business (:mod:`framecall.s
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union
@@ -44,7 +45,7 @@ def chunk_spans(num_samples: int, window: int | None, overlap: int, align: int) 
     token) so every chunk's frame grid coincides with the whole recording's."""
     if window is None or num_samples <= window:
         return [(0, num_samples)]
-    step = max(align, (window - overlap) // align * align)
+    step = chunk_step(window, overlap, align)
     spans, start = [], 0
     while True:
         end = min(start + window, num_samples)
@@ -52,6 +53,11 @@ def chunk_spans(num_samples: int, window: int | None, overlap: int, align: int) 
         if end >= num_samples:
             return spans
         start += step
+
+
+def chunk_step(window: int, overlap: int, align: int) -> int:
+    """Samples between chunk starts: ``window - overlap`` rounded down to whole tokens (at least one)."""
+    return max(align, (window - overlap) // align * align)
 
 
 def stitch(curves: list[torch.Tensor], offsets: list[int]) -> torch.Tensor:
@@ -169,6 +175,45 @@ class FrameLocalizer:
             offsets.append(start // unit)
         return [self._answer(q, *per_query[qi]) for qi, q in enumerate(queries)]
 
+    @torch.no_grad()
+    def predict_windows(self, windows: Iterable[tuple[int, np.ndarray]], query: Query,
+                        max_rows: int = 8) -> dict[str, Any]:
+        """One long recording given as its windows ``(start sample, 16 kHz samples [n])``, cut as
+        :func:`chunk_spans` cuts (e.g. :class:`~framecall.audio.io.AudioWindows` with ``self.window``
+        and :meth:`window_step`), forwarded ``max_rows`` at a time and stitched as :meth:`predict`
+        stitches: memory O(window x max_rows), not O(recording). ``query.samples`` is not read."""
+        curves: list[torch.Tensor] = []
+        offsets: list[int] = []
+        unit = self.token_samples // self.grid.subframes  # samples per sub-frame
+        waves: list[np.ndarray] = []
+        for start, wave in windows:
+            waves.append(wave)
+            offsets.append(start // unit)
+            if len(waves) == max_rows:
+                curves += self._forward_rows(waves, [query.question] * len(waves), max_rows)
+                waves.clear()
+        if waves:
+            curves += self._forward_rows(waves, [query.question] * len(waves), max_rows)
+        return self._answer(query, curves, offsets)
+
+    def stream_file(self, path: str | Path, query: Query, max_rows: int = 8, source: str | None = None,
+                    max_seconds: float | None = None) -> tuple[dict[str, Any], int]:
+        """Answer ``query`` about an audio file read window by window (:class:`~framecall.audio.io.AudioWindows`:
+        decoded, mixed down and resampled as it is read; limits and errors as :func:`decode_audio`, naming
+        ``source``, default the path) -> (the :meth:`predict` result, the recording's 16 kHz sample count)."""
+        from framecall.audio.io import AudioWindows
+
+        windows = AudioWindows(path, self.window or 0, self.window_step(), source=source, target_sr=SAMPLE_RATE,
+                               max_seconds=max_seconds)
+        result = self.predict_windows(windows, query, max_rows)
+        return result, int(windows.num_samples or 0)
+
+    def window_step(self) -> int:
+        """Samples between window starts of a long recording (:func:`chunk_step`); needs a window."""
+        if self.window is None:
+            raise ValueError("this localizer reads recordings in one pass (no chunk_seconds): nothing to stream")
+        return chunk_step(self.window, self.overlap, self.token_samples)
+
     def _forward_rows(self, waves: list[np.ndarray], prompts: list[str], max_rows: int) -> list[torch.Tensor]:
         """Forward passes of at most ``max_rows`` rows each -> one curve [T_r] per row (padding dropped).
         Each pass's waveforms are featurized together on the model's device (:func:`log_mel_batch`)."""
@@ -210,11 +255,15 @@ class FrameLocalizer:
                  task: str | None = None) -> Localization:
         """One recording and one question -> a :class:`~framecall.results.Localization` (times with
         confidences). ``audio``: float32 [N] 16 kHz mono samples, an audio file's path, or its bytes.
-        (``predict`` answers many queries at once, as plain dicts, for Serve and batch prediction.)"""
-        samples = as_samples(audio)
+        (``predict`` answers many queries at once, as plain dicts, for Serve and batch prediction.)
+        A file path is streamed window by window (:meth:`stream_file`): memory does not grow with its length."""
         task = check_query(self.head, self.tasks, question, num_events, task)
-        result = self.predict([Query(samples, question, num_events)])[0]
-        return Localization(question, result["times_s"], result["confidences"], task, samples.size / SAMPLE_RATE,
+        if isinstance(audio, (str, Path)) and self.window is not None:
+            result, num_samples = self.stream_file(audio, Query(np.zeros(0, np.float32), question, num_events))
+        else:
+            samples = as_samples(audio)
+            result, num_samples = self.predict([Query(samples, question, num_events)])[0], samples.size
+        return Localization(question, result["times_s"], result["confidences"], task, num_samples / SAMPLE_RATE,
                             result["count_estimate"], self.confidence_tolerance_s if self.head == "poisson" else None,
                             dict(self.info))
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -118,10 +119,11 @@ def validate_samples(
         raise ChannelLayoutError(source, f"expected mono samples [N], got shape {samples.shape}")
     if samples.size == 0:
         raise EmptyAudioError(source, "audio has zero samples")
-    if not np.isfinite(samples).all():
+    lo, hi = float(samples.min()), float(samples.max())  # no temporary the size of the audio (NaN propagates)
+    if not (math.isfinite(lo) and math.isfinite(hi)):
         bad = int((~np.isfinite(samples)).sum())
         raise NonFiniteAudioError(source, f"{bad} NaN/inf samples")
-    peak = float(np.abs(samples).max())
+    peak = max(hi, -lo)
     if peak > MAX_ABS_AMPLITUDE:
         raise AmplitudeError(source, f"sample magnitude {peak:.3g} is over the limit of {MAX_ABS_AMPLITUDE:g} "
                                      "(corrupt or mis-scaled float audio)")
@@ -147,24 +149,59 @@ def check_header(info: sf.SoundFile, source: str, max_seconds: float, max_channe
 def read_mono_bounded(f: sf.SoundFile, source: str, max_seconds: float) -> np.ndarray:
     """Read forward in blocks, mixing down as it goes; stop and refuse past ``max_seconds``.
 
-    Peak memory: the mono result (float32 [<= limit + 1]) plus one block [DECODE_BLOCK_FRAMES, C].
+    A declared length (already checked against the limit by :func:`check_header`) is filled into one
+    preallocated float32 [frames] array, mono read straight into it: peak memory is the result plus
+    one block [DECODE_BLOCK_FRAMES, C]. An unknown length (or a file decoding past its declared
+    one) collects blocks and joins them, briefly twice the audio.
     """
     limit = math.floor(max_seconds * f.samplerate)  # frames allowed
+    declared = f.frames if 0 < f.frames < _UNKNOWN_FRAMES else 0
+    out = np.empty(min(declared, limit + 1), np.float32)  # [declared] (empty when unknown)
+    total = _fill_mono(f, out)
+    parts = [out[:total]]
     block = np.empty((DECODE_BLOCK_FRAMES, f.channels), np.float32)
-    parts: list[np.ndarray] = []
-    total = 0
-    while total <= limit:
+    more = total == out.size  # unknown length, or the declared length read: the file may go on
+    while more and total <= limit:
         want = min(DECODE_BLOCK_FRAMES, limit + 1 - total)
         got = f.read(frames=want, dtype="float32", always_2d=True, out=block[:want])
         if len(got) == 0:
             break
-        parts.append(got.mean(axis=1) if f.channels > 1 else got[:, 0].copy())  # [n] float32
+        parts.append(mix_down(got))
         total += len(got)
     if total > limit:
         raise AudioTooLongError(
             source, f"audio decodes to more than {max_seconds:.2f} s (the limit); its header declared "
-                    f"{'no length' if f.frames in (0, _UNKNOWN_FRAMES) else f'{f.frames / f.samplerate:.2f} s'}")
-    return np.concatenate(parts) if parts else np.zeros(0, np.float32)
+                    f"{'no length' if not declared else f'{declared / f.samplerate:.2f} s'}")
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+def _fill_mono(f: sf.SoundFile, out: np.ndarray) -> int:
+    """Read mono samples into ``out`` [n] until it is full or the file ends -> samples read."""
+    total = 0
+    block = None if f.channels == 1 else np.empty((DECODE_BLOCK_FRAMES, f.channels), np.float32)
+    while total < out.size:
+        want = min(DECODE_BLOCK_FRAMES, out.size - total)
+        if block is None:  # mono: libsndfile writes into the result itself
+            got = len(f.read(frames=want, dtype="float32", out=out[total:total + want]))
+        else:
+            got = len(mix_down(f.read(frames=want, dtype="float32", always_2d=True, out=block[:want]),
+                               out[total:total + want]))
+        if got == 0:
+            break
+        total += got
+    return total
+
+
+def mix_down(frames: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """[n, C] float32 -> mono [n] (the channel mean; a copy of the one channel when C = 1)."""
+    if out is not None:
+        out = out[: len(frames)]
+    if frames.shape[1] == 1:
+        if out is None:
+            return frames[:, 0].copy()
+        out[:] = frames[:, 0]
+        return out
+    return frames.mean(axis=1, out=out)
 
 
 def _open_source(data: bytes | bytearray | memoryview | str | Path, source: str) -> io.BytesIO | str:
@@ -213,6 +250,81 @@ def decode_audio(
         raise AudioTooShortError(source, f"audio is {mono.size / sr * 1000:.1f} ms, shorter than the minimum of "
                                          f"{MIN_AUDIO_SECONDS * 1000:.0f} ms (one audio token)")
     return np.ascontiguousarray(mono, dtype=np.float32), int(sr)
+
+
+class AudioWindows:
+    """An audio file read as overlapping windows at ``target_sr``, never holding the recording.
+
+    Iterating yields ``(start, samples)``: float32 [end - start] at ``target_sr`` for the spans
+    ``[0, window), [step, step + window), ...``, the last one ending at the recording's end (as
+    :func:`framecall.inference.chunk_spans` cuts an in-memory recording, with step = its step). The
+    file is read forward once in blocks, mixed down, checked (finite, amplitude, length limit counted
+    as it goes) and resampled by one streaming soxr resampler, which gives the same samples as
+    resampling the whole recording at once (no edge effects at window borders), so the windows equal
+    those cut from :func:`decode_audio`'s result. Memory: one window plus one block, per window the
+    caller keeps. The header is checked when constructed; ``num_samples`` is known after iteration.
+    """
+
+    def __init__(self, path: str | Path, window: int, step: int, source: str | None = None,
+                 target_sr: int = TARGET_SAMPLE_RATE, max_seconds: float | None = None,
+                 max_channels: int = MAX_CHANNELS) -> None:
+        if not 0 < step <= window:
+            raise ValueError(f"need 0 < step <= window, got step {step}, window {window}")
+        self.source = str(path) if source is None else source
+        self.path = _open_source(path, self.source)
+        self.window, self.step, self.target_sr = window, step, target_sr
+        self.max_seconds = DEFAULT_MAX_SECONDS if max_seconds is None else float(max_seconds)
+        with self._open() as f:
+            check_header(f, self.source, self.max_seconds, max_channels)
+            self.sample_rate = f.samplerate
+            self.declared_s = f.frames / f.samplerate if 0 < f.frames < _UNKNOWN_FRAMES else None  # None: unknown
+        self.num_samples: int | None = None  # at target_sr, once read to the end
+
+    def _open(self) -> sf.SoundFile:
+        try:
+            return _ForwardOnlySoundFile(self.path)
+        except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as e:
+            raise UndecodableAudioError(self.source, f"cannot decode audio ({e})") from e
+
+    def __iter__(self) -> Iterator[tuple[int, np.ndarray]]:
+        pending, pending_start, start = np.zeros(0, np.float32), 0, 0  # pending: [pending_start, available)
+        for chunk in self._resampled():
+            pending = np.concatenate((pending, chunk))
+            while pending_start + pending.size > start + self.window:  # more follows this window
+                yield start, pending[start - pending_start:start - pending_start + self.window].copy()
+                start += self.step
+                pending, pending_start = pending[start - pending_start:], start
+        self.num_samples = pending_start + pending.size
+        if self.num_samples < min_samples(self.target_sr):
+            raise AudioTooShortError(self.source, f"audio is {self.num_samples / self.target_sr * 1000:.1f} ms, "
+                                                  f"shorter than the minimum of {MIN_AUDIO_SECONDS * 1000:.0f} ms")
+        yield start, pending[start - pending_start:].copy()
+
+    def _resampled(self) -> Iterator[np.ndarray]:
+        """Mono float32 blocks at ``target_sr``, checked before resampling as :func:`decode_audio` does."""
+        with self._open() as f:
+            limit = math.floor(self.max_seconds * f.samplerate)
+            resampler = (None if f.samplerate == self.target_sr
+                         else soxr.ResampleStream(f.samplerate, self.target_sr, 1, dtype="float32", quality="HQ"))
+            block, total = np.empty((DECODE_BLOCK_FRAMES, f.channels), np.float32), 0
+            while True:
+                want = min(DECODE_BLOCK_FRAMES, limit + 1 - total)
+                try:
+                    mono = mix_down(f.read(frames=want, dtype="float32", always_2d=True, out=block[:want]))
+                except (sf.LibsndfileError, RuntimeError, ValueError) as e:
+                    raise UndecodableAudioError(self.source, f"cannot decode audio ({e})") from e
+                total += mono.size
+                if total > limit:
+                    raise AudioTooLongError(self.source, f"audio decodes to more than {self.max_seconds:.2f} s "
+                                                         "(the limit)")
+                if total == 0:
+                    raise EmptyAudioError(self.source, "audio has zero samples")
+                if mono.size:
+                    validate_samples(mono, f.samplerate, self.source)
+                last = mono.size == 0
+                yield mono if resampler is None else resampler.resample_chunk(mono, last=last)
+                if last:
+                    return
 
 
 def encode_flac(samples: np.ndarray, sample_rate: int) -> bytes:
