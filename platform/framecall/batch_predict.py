@@ -6,9 +6,12 @@ result file: ``<id>.json`` (times and confidences; with ``words`` when the row h
 confidence from the head, its end at the energy offset, as :meth:`FrameLocalizer.align`), plus ``_index.json`` (id -> file or failure, and
 failures counted by reason). A bad row fails alone (``bad_rows=skip``) or stops the run naming it.
 
-Memory of one row: its decoded 16 kHz audio (read forward in blocks, never more than
-``max_audio_seconds``) and its log-mel features; the forward pass runs at most ``batch_size``
-(question x audio chunk) rows at a time, so an hour-long file costs about two copies of its audio.
+Memory: a row read from an audio file longer than one window (``chunk_seconds``), or of unknown
+length, with no transcript and no segment, is streamed (:class:`~framecall.audio.io.AudioWindows`:
+decoded, mixed down and resampled window by window, ``batch_size`` windows per forward pass, the
+small per-window curves stitched and decoded once): O(window x batch_size), whatever its length.
+Other rows hold their decoded 16 kHz audio (never more than ``max_audio_seconds``; alignment rows need
+it for the energy-based word ends), featurized ``batch_size`` (question x chunk) rows at a time.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from framecall.audio.io import DEFAULT_MAX_SECONDS, AudioError, decode_audio
+from framecall.audio.io import DEFAULT_MAX_SECONDS, AudioError, AudioWindows, decode_audio
 from framecall.config import to_dict
 from framecall.data.inputs import UNKNOWN_COUNT, InputItem
 from framecall.inference import SAMPLE_RATE, FrameLocalizer, Query, QueryError, align_words, check_query
@@ -147,12 +150,14 @@ class PredictActor:
         ids = [str(x) for x in batch["id"]]
         status, reasons, files = ["ok"] * len(ids), [""] * len(ids), [""] * len(ids)
         queries: dict[int, Query] = {}
+        streams: dict[int, AudioWindows] = {}
         for i, rid in enumerate(ids):
             try:
-                queries[i] = self._query(batch, i, rid)
+                queries[i] = self._query(batch, i, rid, streams)
             except RowFailure as e:
                 status[i], reasons[i] = self._failed(e)
-        for i, result in self._predict(queries, batch, ids).items():
+        results = self._predict({i: q for i, q in queries.items() if i not in streams}, batch, ids)
+        for i, result in [*results.items(), *((i, self._predict_stream(queries[i], w)) for i, w in streams.items())]:
             try:
                 if isinstance(result, RowFailure):
                     raise result
@@ -166,8 +171,9 @@ class PredictActor:
             raise PredictError(str(e)) from None
         return f"skipped: {e}", e.reason
 
-    def _query(self, batch: dict[str, np.ndarray], i: int, rid: str) -> Query:
-        """Row ``i`` -> its query: a usable id, decoded audio (its segment), a question the model answers."""
+    def _query(self, batch: dict[str, np.ndarray], i: int, rid: str, streams: dict[int, AudioWindows]) -> Query:
+        """Row ``i`` -> its query: a usable id, decoded audio (its segment), a question the model answers.
+        A long file to be streamed (:meth:`_windows`) goes in ``streams[i]``; its query holds no samples."""
         source = row_source(batch, i, rid)
         if "problem" in batch and batch["problem"][i]:
             raise RowFailure("question", str(batch["problem"][i]))
@@ -179,11 +185,14 @@ class PredictActor:
         if path and Path(path).is_file() and Path(path).stat().st_size == 0:  # libsndfile says only "unknown format"
             raise RowFailure("empty", f"{source}: audio file is empty (0 bytes)")
         try:
-            samples, _ = decode_audio(path or bytes(batch["audio"][i]), source=source,
-                                      max_seconds=self.cfg.max_audio_seconds)
+            stream = self._windows(batch, i, path, source)
+            samples = np.zeros(0, np.float32) if stream else decode_audio(
+                path or bytes(batch["audio"][i]), source=source, max_seconds=self.cfg.max_audio_seconds)[0]
         except AudioError as e:
             raise RowFailure(e.reason, str(e)) from None
-        if "offset_s" in batch:
+        if stream:
+            streams[i] = stream
+        elif "offset_s" in batch:
             samples = cut_segment(samples, float(batch["offset_s"][i]), float(batch["duration_s"][i]), source)
         prompt = str(batch["prompt"][i])
         n = int(batch["num_events"][i]) if self.cfg.num_events == "from-data" else None
@@ -193,6 +202,26 @@ class PredictActor:
         except QueryError as e:
             raise RowFailure("question", f"{source}: {e}") from None
         return Query(samples, prompt, n)
+
+    def _windows(self, batch: dict[str, np.ndarray], i: int, path: str, source: str) -> AudioWindows | None:
+        """Row ``i``'s file as windows when it is worth streaming: a file (not bytes) longer than one window
+        or of unknown length, the whole recording (no segment), no transcript. Its header is checked here."""
+        segment = "offset_s" in batch and (float(batch["offset_s"][i]) != 0 or not np.isnan(batch["duration_s"][i]))
+        if not path or self.engine.window is None or segment or json.loads(batch["meta"][i] or "{}").get("transcript"):
+            return None
+        windows = AudioWindows(path, self.engine.window, self.engine.window_step(), source=source,
+                               max_seconds=self.cfg.max_audio_seconds)
+        long = windows.declared_s is None or windows.declared_s * SAMPLE_RATE > self.engine.window
+        return windows if long else None
+
+    def _predict_stream(self, query: Query, windows: AudioWindows) -> dict[str, Any] | RowFailure:
+        """A streamed row's result, or its failure (bad audio found while reading, scores not finite)."""
+        try:
+            return self.engine.predict_windows(windows, query, max_rows=self.cfg.batch_size)
+        except AudioError as e:
+            return RowFailure(e.reason, str(e))
+        except ValueError as e:
+            return RowFailure("model", f"{windows.source}: {e}")
 
     def _predict(self, queries: dict[int, Query], batch, ids) -> dict[int, dict[str, Any] | RowFailure]:
         """All queries in chunked forward passes (at most batch_size rows each); if the batch fails
