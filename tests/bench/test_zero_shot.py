@@ -155,6 +155,17 @@ def test_zero_shot_against_a_local_endpoint(stand_in, events_dir, tmp_path, monk
     assert SECRET not in printed.out + printed.err and SECRET not in repr(ChatEndpoint(url[7:], api_key_env="ZS_TEST_KEY"))
 
 
+def test_a_refused_request_is_not_retried_and_stops_the_run(stand_in, events_dir, monkeypatch):
+    server, _ = stand_in
+    monkeypatch.setenv("ZS_TEST_KEY", "wrong-key")
+    endpoint = ChatEndpoint(f"http://127.0.0.1:{server.server_address[1]}", api_key_env="ZS_TEST_KEY",
+                            concurrency=1, max_retry_wait_s=0.05)
+    with pytest.raises(ZeroShotError, match=r"/v1/chat/completions \(item .*\): HTTP 401 after 1 attempt"):
+        endpoint.answer(load_items([events_dir]))
+    # of the 4 items, the one in flight when the first failed may still be sent; the rest are dropped
+    assert server.calls <= 2 and endpoint.retried == 0
+
+
 def test_an_endpoint_that_never_answers_names_the_timeout(events_dir):
     silent = socket.socket()  # accepts connections (the kernel's backlog) and never answers
     silent.bind(("127.0.0.1", 0))

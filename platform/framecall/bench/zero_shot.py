@@ -231,8 +231,11 @@ class ChatEndpoint:
         return f"ChatEndpoint({self.url!r}, model={self.api_model!r})"
 
     def answer(self, items: list[ZeroShotItem]) -> list[str]:
-        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
+        pool = ThreadPoolExecutor(max_workers=self.concurrency)
+        try:
             return list(pool.map(self._answer_one, items))
+        finally:  # after a failure, the queued requests are dropped, not each sent and waited for
+            pool.shutdown(wait=True, cancel_futures=True)
 
     def _session(self):
         import requests
