@@ -45,7 +45,8 @@ def test_print_config_of_predict_with_old_flags_file_and_overrides(tmp_path):
     assert printed == {"checkpoint": "runs/x/best", "input": "", "input_format": "auto", "data": "d1,d2",
                        "output": str(tmp_path / "pred"), "question": None, "transcript_column": None,
                        "format": "ctm", "num_events": "from-data", "bad_rows": "auto", "progress": "auto",
-                       "batch_size": 5, "actors": 3, "registry_uri": None}
+                       "batch_size": 5, "actors": 3, "registry_uri": None, "gpus_per_actor": 0.0,
+                       "device": "auto", "dtype": "auto"}
     assert not (tmp_path / "pred").exists()
     bad = subprocess.run([sys.executable, str(ROOT / "jobs" / "predict.py"), "--data", "d", "--output", "o",
                           "--print-config"], capture_output=True, text=True, timeout=300)
