@@ -73,14 +73,10 @@ def tiny_words_all(tmp_path_factory):
 def serve_url(ray_session):
     """One Serve HTTP proxy on a free loopback port for the session (Serve keeps its first
     http_options: a second serve.start() with another port would silently reuse the first)."""
-    import socket
-
     from ray import serve
 
     from framecall.serve_app import start_http_proxy
+    from tests_helpers import free_port
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    yield start_http_proxy("127.0.0.1", port)
+    yield start_http_proxy("127.0.0.1", free_port())
     serve.shutdown()

@@ -13,6 +13,15 @@ def train_config(tmp_path, data, mlflow_uri, loss="poisson", steps=4, **extra):
                         overrides=overrides)
 
 
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now (for a server a test starts)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def tiny_manifest(**fields):
     """A valid CheckpointManifest of the tiny Omni backbone with a Poisson head; ``fields`` override."""
     from framecall.audio.features import FeatureParams

@@ -22,23 +22,17 @@ sys.path.insert(0, str(ROOT / "tests"))  # tests_helpers
 WORKER_CPUS = 2
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def cluster():
     """Head + two worker nodes, connected; torn down after the test (each test gets a fresh cluster)."""
     import ray
     from ray.cluster_utils import Cluster
 
+    from tests_helpers import free_port
+
     # a free dashboard port: 8265 may be held by another Ray on this machine (a user's, a running job)
     c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": True,
-                                                      "dashboard_port": _free_port()})
+                                                      "dashboard_port": free_port()})
     workers = [c.add_node(num_cpus=WORKER_CPUS) for _ in range(2)]
     c.wait_for_nodes()
     ray.init(address=c.address, runtime_env={"env_vars": {"PYTHONPATH": str(ROOT / "platform")}},

@@ -21,10 +21,6 @@ def _actor_nodes(class_fragment: str) -> set[str]:
     return {a.node_id for a in list_actors(limit=10_000) if class_fragment in a.class_name}
 
 
-def _node_id(node) -> str:
-    return node.node_id
-
-
 def _config(tmp_path, data, steps=6):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     return train_config(tmp_path, data, uri, steps=steps, **{"ray.cpus_per_worker": WORKER_CPUS}), uri
@@ -38,7 +34,7 @@ def test_training_and_prediction_spread_over_two_nodes(cluster, words_dir, tmp_p
 
     cfg, uri = _config(tmp_path, words_dir)
     res = fit(cfg)
-    worker_nodes = {_node_id(n) for n in cluster.workers}
+    worker_nodes = {n.node_id for n in cluster.workers}
     assert _actor_nodes("RayTrainWorker") == worker_nodes  # one Train worker on each worker node
     run = MlflowClient(uri).get_run(res.run_id)
     assert run.info.status == "FINISHED" and "framecall.restarts" not in run.data.tags
