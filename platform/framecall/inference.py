@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from framecall.audio.features import log_mel_batch, pad_waveforms
+from framecall.data.collate import token_mask_for
 from framecall.frames.alignment import detect_speech_end, word_intervals
 from framecall.frames.decoding import decode, decoder_serves, expected_count
 from framecall.frames.units import FrameGrid
@@ -221,8 +222,7 @@ class FrameLocalizer:
         device = next(self.model.parameters()).device  # where from_pretrained put it (runtime.choose_device)
         for lo in range(0, len(waves), max_rows):
             features, feature_mask = log_mel_batch(*pad_waveforms(waves[lo:lo + max_rows], device), self.features)
-            tokens = torch.tensor([self.model.backbone.tokens_for_frames(int(n)) for n in feature_mask.sum(1).tolist()])
-            token_mask = torch.arange(int(tokens.max()))[None, :] < tokens[:, None]  # [R, T_tok]
+            token_mask, _ = token_mask_for(feature_mask.sum(1).tolist(), self.model.backbone.tokens_for_frames)
             batch = {"features": features, "feature_mask": feature_mask, "token_mask": token_mask,
                      "prompts": prompts[lo:lo + max_rows]}
             scores, mask = self.model(batch)  # [R, T], [R, T]

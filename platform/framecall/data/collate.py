@@ -32,6 +32,13 @@ def _as_list(column: Any) -> list:
     return list(column)
 
 
+def token_mask_for(num_frames: list[int], tokens_for_frames: Callable[[int], int] = qwen_audio_tokens):
+    """Mel frames per item -> (token_mask [B, T_tok] bool, audio tokens per item)."""
+    tokens = [tokens_for_frames(n) for n in num_frames]
+    token_mask = torch.arange(max(tokens))[None, :] < torch.tensor(tokens)[:, None]
+    return token_mask, tokens
+
+
 def pad_features(feats: list[np.ndarray], tokens_for_frames: Callable[[int], int] = qwen_audio_tokens):
     """Log-mels [M, F_b] per item -> (features [B, M, F_max], feature_mask [B, F_max],
     token_mask [B, T_tok], audio tokens per item)."""
@@ -41,12 +48,10 @@ def pad_features(feats: list[np.ndarray], tokens_for_frames: Callable[[int], int
     f_max = max(f.shape[1] for f in feats)
     features = torch.zeros(bsz, mels, f_max)
     feature_mask = torch.zeros(bsz, f_max, dtype=torch.bool)
-    tokens = [tokens_for_frames(f.shape[1]) for f in feats]
-    token_mask = torch.zeros(bsz, max(tokens), dtype=torch.bool)
-    for b, (f, n_tok) in enumerate(zip(feats, tokens)):
+    token_mask, tokens = token_mask_for([f.shape[1] for f in feats], tokens_for_frames)
+    for b, f in enumerate(feats):
         features[b, :, : f.shape[1]] = torch.from_numpy(np.array(f, dtype=np.float32))  # Arrow buffers are read-only
         feature_mask[b, : f.shape[1]] = True
-        token_mask[b, :n_tok] = True
     return features, feature_mask, token_mask, tokens
 
 
