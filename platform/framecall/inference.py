@@ -21,7 +21,7 @@ import torch
 from framecall.audio.features import log_mel_batch, pad_waveforms
 from framecall.data.collate import token_mask_for
 from framecall.frames.alignment import detect_speech_end, word_intervals
-from framecall.frames.decoding import decode, decoder_serves, expected_count
+from framecall.frames.decoding import decode_batch, decoder_serves, expected_count
 from framecall.frames.units import FrameGrid
 from framecall.models.checkpoint import CheckpointManifest
 from framecall.prompts import alignment_prompt
@@ -105,6 +105,20 @@ def check_query(head: str, tasks: list[str], question: str, num_events: int | No
     return task
 
 
+FORWARD_GROUP_CPU = 8
+"""Rows per forward pass on CPU: rows sorted by length in groups of 8 took 5.7-6.4 CPU ms per 1-5 s clip
+against 7.4-9.1 for one padded pass of 32 on the tiny model (1 thread; benchmarks/profile_stages.py).
+On an accelerator the passes are as large as ``max_rows`` allows (sorted all the same)."""
+
+
+def forward_groups(lengths: list[int], max_rows: int, device_type: str) -> list[list[int]]:
+    """Row indices per forward pass: sorted by length (little padding), at most ``max_rows`` per pass
+    (``FORWARD_GROUP_CPU`` on CPU)."""
+    size = max(1, min(max_rows, FORWARD_GROUP_CPU) if device_type == "cpu" else max_rows)
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    return [order[lo:lo + size] for lo in range(0, len(order), size)]
+
+
 class FrameLocalizer:
     """A frame-head checkpoint answering batches of queries (featurize, forward, stitch long audio, decode).
 
@@ -174,7 +188,7 @@ class FrameLocalizer:
             curves, offsets = per_query.setdefault(qi, ([], []))
             curves.append(row_curve)
             offsets.append(start // unit)
-        return [self._answer(q, *per_query[qi]) for qi, q in enumerate(queries)]
+        return self._answers(queries, [per_query[qi] for qi in range(len(queries))])
 
     @torch.no_grad()
     def predict_windows(self, windows: Iterable[tuple[int, np.ndarray]], query: Query,
@@ -216,36 +230,58 @@ class FrameLocalizer:
         return chunk_step(self.window, self.overlap, self.token_samples)
 
     def _forward_rows(self, waves: list[np.ndarray], prompts: list[str], max_rows: int) -> list[torch.Tensor]:
-        """Forward passes of at most ``max_rows`` rows each -> one curve [T_r] per row (padding dropped).
-        Each pass's waveforms are featurized together on the model's device (:func:`log_mel_batch`)."""
-        out: list[torch.Tensor] = []
+        """Forward passes of at most ``max_rows`` rows each -> one curve [T_r] per row (padding dropped),
+        in the order given. Rows go through the model sorted by length (:func:`forward_groups`), so a
+        pass pads little; each pass's waveforms are featurized together on the model's device
+        (:func:`log_mel_batch`)."""
+        out: list[torch.Tensor | None] = [None] * len(waves)
         device = next(self.model.parameters()).device  # where from_pretrained put it (runtime.choose_device)
-        for lo in range(0, len(waves), max_rows):
-            features, feature_mask = log_mel_batch(*pad_waveforms(waves[lo:lo + max_rows], device), self.features)
+        for rows in forward_groups([w.size for w in waves], max_rows, device.type):
+            features, feature_mask = log_mel_batch(*pad_waveforms([waves[r] for r in rows], device), self.features)
             token_mask, _ = token_mask_for(feature_mask.sum(1).tolist(), self.model.backbone.tokens_for_frames)
             batch = {"features": features, "feature_mask": feature_mask, "token_mask": token_mask,
-                     "prompts": prompts[lo:lo + max_rows]}
+                     "prompts": [prompts[r] for r in rows]}
             scores, mask = self.model(batch)  # [R, T], [R, T]
             scores, mask = scores.float().cpu(), mask.cpu()
-            out.extend(scores[r][mask[r]] for r in range(scores.shape[0]))
-        return out
+            for i, r in enumerate(rows):
+                out[r] = scores[i][mask[i]]
+        return out  # type: ignore[return-value]
 
     def _answer(self, q: Query, curves: list[torch.Tensor], offsets: list[int]) -> dict[str, Any]:
-        curve = stitch(curves, offsets)  # [T]
-        if not torch.isfinite(curve).all():  # e.g. audio of absurd amplitude; JSON cannot carry inf/NaN
-            raise ValueError("the model's scores for this audio are not finite")
-        estimate = expected_count(curve) if self.head == "poisson" else None
+        return self._answers([q], [(curves, offsets)])[0]
+
+    def _answers(self, queries: list[Query], pieces: list[tuple[list[torch.Tensor], list[int]]]) -> list[dict[str, Any]]:
+        """Each query's chunk curves (and their sub-frame offsets) -> its result; the decoder runs once
+        over the padded batch of stitched curves where it has a batched form (:func:`decode_batch`)."""
+        if not queries:
+            return []
+        curves = [stitch(c, o) for c, o in pieces]  # [T_q] each
+        if not all(bool(torch.isfinite(c).all()) for c in curves):  # e.g. audio of absurd amplitude
+            raise ValueError("the model's scores for this audio are not finite")  # JSON cannot carry inf/NaN
+        estimates = [expected_count(c) if self.head == "poisson" else None for c in curves]
+        counts = [self._count(q, c, e) for q, c, e in zip(queries, curves, estimates)]
+        lengths = torch.tensor([c.numel() for c in curves])
+        padded = torch.nn.utils.rnn.pad_sequence(curves, batch_first=True)  # [Q, T_max]
+        valid = torch.arange(padded.shape[1])[None, :] < lengths[:, None]  # [Q, T_max]
+        positions = decode_batch(self.decoder, padded, valid, counts, head=self.head,
+                                 min_separation=self.manifest.nms_min_separation, unit_s=self.grid.unit_s)
+        return [self._result(q, c, pos, e, len(p[0]))
+                for q, c, pos, e, p in zip(queries, curves, positions, estimates, pieces)]
+
+    @staticmethod
+    def _count(q: Query, curve: torch.Tensor, estimate: float | None) -> int | None:
+        """Events to place: the asked count, else a Poisson estimate capped by ``max_events``; <= T."""
         n = q.num_events
         if n is None and estimate is not None and q.max_events is not None:
             n = int(round(min(estimate, q.max_events)))
-        if n is not None:
-            n = min(n, curve.numel())
-        pos = decode(self.decoder, curve, n, head=self.head, min_separation=self.manifest.nms_min_separation,
-                     unit_s=self.grid.unit_s)
+        return None if n is None else min(n, curve.numel())
+
+    def _result(self, q: Query, curve: torch.Tensor, pos: torch.Tensor, estimate: float | None,
+                chunks: int) -> dict[str, Any]:
         times = [round(float(t), 4) for t in self.grid.to_seconds(pos)]
         confidences = event_confidences(curve, pos, self.head, self.confidence_tolerance_s / self.grid.unit_s)
         result = {"times_s": times, "confidences": [round(c, 4) for c in confidences], "num_events": len(times),
-                  "count_estimate": None if estimate is None else round(estimate, 3), "chunks": len(curves)}
+                  "count_estimate": None if estimate is None else round(estimate, 3), "chunks": chunks}
         if q.return_curve:
             result["curve"] = {"unit_s": self.grid.unit_s, "kind": "log_intensity" if self.head == "poisson"
                                else "logit", "values": [round(float(v), 5) for v in curve]}

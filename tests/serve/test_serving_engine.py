@@ -87,3 +87,27 @@ def test_alignment_formats():
     assert labels == ["the", "cat", "sat"]
     with pytest.raises(ValueError, match="unknown format 'lrc'"):
         format_alignment(words, "lrc", 1.0)
+
+
+def test_a_batch_of_mixed_lengths_answers_each_query_as_alone(ckpt):
+    """Rows go through the model sorted by length in groups and are decoded as one padded batch: every
+    query must still get its own answer, in the order asked, equal to asking it alone."""
+    from framecall.inference import forward_groups
+
+    engine = engine_for(ServeSettings(checkpoint=str(ckpt), allowed_roots=[str(ckpt.parent)]))
+    rng = np.random.default_rng(3)
+    texts = ["one two three", "four", "five six seven eight nine", "ten eleven", "a b c d e f g h"] * 3
+    queries = []
+    for i, text in enumerate(texts):
+        audio, _ = speech_clip(text, seconds=float(rng.uniform(1.0, 4.0)))
+        queries.append(Query(audio, "When is each word said?", num_events=1 + i % 4, return_curve=True))
+    together = engine.predict(queries, max_rows=16)
+    alone = [engine.predict([q])[0] for q in queries]
+    assert [r["num_events"] for r in together] == [1 + i % 4 for i in range(len(texts))]
+    for t, a in zip(together, alone):
+        assert t["times_s"] == a["times_s"]
+        np.testing.assert_allclose(t["curve"]["values"], a["curve"]["values"], atol=1e-3)
+        np.testing.assert_allclose(t["confidences"], a["confidences"], atol=1e-3)
+    assert forward_groups([5, 1, 4, 2, 3], 16, "cpu") == [[1, 3, 4, 2, 0]]
+    assert forward_groups(list(range(20, 0, -1)), 32, "cpu")[0] == list(range(19, 11, -1))  # 8 shortest
+    assert [len(g) for g in forward_groups([1] * 20, 16, "cuda")] == [16, 4]
