@@ -89,10 +89,10 @@ def pad_waveforms(waves: list[np.ndarray], device: torch.device | str | None = N
     if not waves:
         raise ValueError("cannot pad an empty batch of waveforms")
     lengths = torch.tensor([w.size for w in waves], dtype=torch.int64)
-    samples = torch.zeros(len(waves), int(lengths.max()), dtype=torch.float32)
-    for b, w in enumerate(waves):
-        samples[b, : w.size] = torch.from_numpy(np.asarray(w, dtype=np.float32))
-    return samples.to(device), lengths.to(device)
+    padded = np.zeros((len(waves), int(lengths.max())), dtype=np.float32)
+    for b, w in enumerate(waves):  # numpy copies: the clips may be read-only views of Arrow buffers
+        padded[b, : w.size] = w
+    return torch.from_numpy(padded).to(device), lengths.to(device)
 
 
 @functools.lru_cache(maxsize=8)

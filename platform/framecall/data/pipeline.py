@@ -1,7 +1,12 @@
-"""Ray Data pipeline: stream shards, decode + validate + featurize per row, hand to workers.
+"""Ray Data pipeline: stream shards, decode + validate (+ featurize) per row, hand to workers.
 
     ds = build_dataset(data_dir, PipelineConfig(), split="train")
     for batch in ds.iter_torch_batches(batch_size=16, collate_fn=FrameCollator()): ...
+
+Two modes (``PipelineConfig.featurize``): ``pipeline`` computes each row's log-mel in the map tasks
+and ships features (:data:`FEATURE_SCHEMA`); ``worker`` ships the decoded, resampled and (when
+configured) augmented float32 waveforms (:data:`WAVEFORM_SCHEMA`), and the consumer's
+:class:`~framecall.data.collate.FrameCollator` featurizes the padded batch at once on its device.
 
 Validation is ours, per row, inside ``map_batches`` (Ray Data itself only skips whole
 blocks). ``bad_rows="fail"`` (default) stops the run with the shard, row and id named;
@@ -23,7 +28,7 @@ import pyarrow.parquet as pq
 
 from framecall.audio.augment import AugmentConfig, augment_waveform, next_pass, row_rng
 from framecall.audio.features import FeatureParams, log_mel
-from framecall.audio.io import AudioError, decode_audio
+from framecall.audio.io import MIN_AUDIO_SECONDS, AudioError, AudioTooShortError, decode_audio, min_samples
 from framecall.data.schema import ShardSchemaError, check_row, check_schema
 from framecall.data.shards import list_shards
 
@@ -56,6 +61,13 @@ class PipelineConfig:
     cost ~100x more CPU per byte, so big units leave CPUs idle behind one slow task."""
     augment: AugmentConfig | None = None
     """Waveform augmentation of single-clip rows (train.runner sets it for the training split only)."""
+    featurize: Literal["pipeline", "worker"] = "pipeline"
+    """pipeline: log-mel per row in the map tasks, rows carry features; worker: rows carry waveforms and
+    the consumer (FrameCollator) featurizes each batch at once on its device (see module doc)."""
+
+    def __post_init__(self) -> None:
+        if self.featurize not in ("pipeline", "worker"):
+            raise ValueError(f"PipelineConfig.featurize must be 'pipeline' or 'worker', got {self.featurize!r}")
 
 
 class BadRowError(ValueError):
@@ -171,23 +183,41 @@ def featurize(samples: np.ndarray, params: FeatureParams, where: str) -> np.ndar
         raise FeaturizeError(f"{where}: log-mel failed on {samples.size} samples ({type(e).__name__}: {e})") from e
 
 
-def _decode_row(row: dict[str, Any], where: str, cfg: PipelineConfig) -> tuple[np.ndarray, list[int]]:
-    """Features [M, F] of a row (clips concatenated in time) and each clip's frame count."""
+def _decode_clips(row: dict[str, Any], where: str, cfg: PipelineConfig) -> list[tuple[np.ndarray, str]]:
+    """A row's clips (the row's own audio, or each of ``clips``) as (samples float32 [N], source name):
+    decoded, validated, resampled and, for a single-clip row, augmented when configured."""
     check_row(row, where)
     clips = row["clips"] or []
     sources = [(c["audio"], f"{where} clip {i}") for i, c in enumerate(clips)] if clips else [(row["audio"], where)]
-    feats, frames = [], []
-    for audio, src in sources:
+    out = []
+    for i, (audio, src) in enumerate(sources):
         # decode_audio validates (empty, NaN/inf, length, channels) before resampling
         samples, _ = decode_audio(audio, src, target_sr=cfg.features.sample_rate, max_seconds=cfg.max_seconds)
-        times = clips[len(feats)]["event_times_s"] if clips else row["event_times_s"]
+        times = clips[i]["event_times_s"] if clips else row["event_times_s"]
         check_times_fit(times or [], samples.size / cfg.features.sample_rate, src)
         if cfg.augment is not None and cfg.augment.waveform and not clips:
             samples = _augment_row(row, samples, cfg)
-        f = featurize(samples, cfg.features, src)
-        feats.append(f)
-        frames.append(f.shape[1])
-    return (feats[0] if len(feats) == 1 else np.concatenate(feats, axis=1)), frames
+        out.append((samples, src))
+    return out
+
+
+def _feature_columns(row: dict[str, Any], where: str, cfg: PipelineConfig) -> dict[str, Any]:
+    """``pipeline`` mode: the row's log-mel [M, F] (clips concatenated in time) as FEATURE_SCHEMA columns."""
+    feats = [featurize(samples, cfg.features, src) for samples, src in _decode_clips(row, where, cfg)]
+    joined = feats[0] if len(feats) == 1 else np.concatenate(feats, axis=1)
+    return {"features": np.ascontiguousarray(joined, dtype=np.float32).tobytes(), "num_mels": joined.shape[0],
+            "num_frames": joined.shape[1], "clip_frames": [f.shape[1] for f in feats]}
+
+
+def _waveform_columns(row: dict[str, Any], where: str, cfg: PipelineConfig) -> dict[str, Any]:
+    """``worker`` mode: the row's clips back to back as raw float32 bytes, and each clip's length."""
+    clips = _decode_clips(row, where, cfg)
+    for samples, src in clips:  # the consumer featurizes a whole batch: refuse here what log_mel would
+        if samples.size < min_samples(cfg.features.sample_rate):
+            raise AudioTooShortError(src, f"{samples.size} samples at {cfg.features.sample_rate} Hz after "
+                                          f"augmentation, shorter than {MIN_AUDIO_SECONDS * 1000:.0f} ms")
+    return {"waveform": b"".join(np.ascontiguousarray(s, dtype=np.float32).tobytes() for s, _ in clips),
+            "clip_samples": [int(s.size) for s, _ in clips]}
 
 
 def _augment_row(row: dict[str, Any], samples: np.ndarray, cfg: PipelineConfig) -> np.ndarray:
@@ -202,15 +232,24 @@ def _augment_row(row: dict[str, Any], samples: np.ndarray, cfg: PipelineConfig) 
     return samples
 
 
+_ROW_FIELDS = [
+    ("id", pa.string()), ("task", pa.string()), ("split", pa.string()), ("prompt", pa.string()),
+    ("target_text", pa.string()), ("answer", pa.string()), ("duration_s", pa.float64()),
+    ("num_events", pa.int32()), ("event_times_s", pa.list_(pa.float64())), ("query_index", pa.int32()),
+]
 FEATURE_SCHEMA = pa.schema(
-    [
-        ("id", pa.string()), ("task", pa.string()), ("split", pa.string()), ("prompt", pa.string()),
-        ("target_text", pa.string()), ("answer", pa.string()), ("duration_s", pa.float64()),
-        ("num_events", pa.int32()), ("event_times_s", pa.list_(pa.float64())), ("query_index", pa.int32()),
+    _ROW_FIELDS + [
         # raw float32 bytes of the log-mel [num_mels, num_frames], C order: Arrow's ragged tensor
         # conversion cost ~1 ms/row here, as much as featurizing
         ("features", pa.binary()), ("num_mels", pa.int32()), ("num_frames", pa.int32()),
         ("clip_frames", pa.list_(pa.int32())), ("meta", pa.string()), ("shard", pa.string()),
+    ]
+)
+WAVEFORM_SCHEMA = pa.schema(
+    _ROW_FIELDS + [
+        # raw float32 bytes of the row's clips [sum(clip_samples)] back to back, at features.sample_rate
+        ("waveform", pa.binary()), ("clip_samples", pa.list_(pa.int64())), ("meta", pa.string()),
+        ("shard", pa.string()),
     ]
 )
 
@@ -220,11 +259,24 @@ def features_from_bytes(data: bytes, num_mels: int, num_frames: int) -> np.ndarr
     return np.frombuffer(data, dtype=np.float32).reshape(int(num_mels), int(num_frames))
 
 
+def waveforms_from_bytes(data: bytes, clip_samples: Any) -> list[np.ndarray]:
+    """The ``waveform`` column back to one float32 array [N_c] per clip (views, no copy)."""
+    flat = np.frombuffer(data, dtype=np.float32)
+    ends = np.cumsum(np.asarray(clip_samples, dtype=np.int64))
+    if ends.size == 0 or ends[-1] != flat.size:
+        raise ValueError(f"waveform column holds {flat.size} samples, clip_samples sum to "
+                         f"{int(ends[-1]) if ends.size else 0}")
+    return [flat[end - n : end] for end, n in zip(ends.tolist(), np.asarray(clip_samples).tolist())]
+
+
 def featurize_batch(
     table: pa.Table, cfg: PipelineConfig, split: str | None = None, ledger: Any = None
 ) -> pa.Table:
-    """map_batches UDF: shard rows in, :data:`FEATURE_SCHEMA` rows out (see module doc)."""
-    out: dict[str, list] = {name: [] for name in FEATURE_SCHEMA.names}
+    """map_batches UDF: shard rows in; :data:`FEATURE_SCHEMA` rows out, or :data:`WAVEFORM_SCHEMA` rows
+    with ``featurize="worker"`` (see module doc)."""
+    schema, columns_of = (FEATURE_SCHEMA, _feature_columns) if cfg.featurize == "pipeline" \
+        else (WAVEFORM_SCHEMA, _waveform_columns)
+    out: dict[str, list] = {name: [] for name in schema.names}
     skipped = []
     for row in table.to_pylist():
         if split is not None and row["split"] != split:
@@ -232,7 +284,7 @@ def featurize_batch(
         path = row.get("path", "<shard>")
         where = f"{path} (id={row.get('id')!r})"
         try:
-            feats, frames = _decode_row(row, where, cfg)
+            payload = columns_of(row, where, cfg)
         except (AudioError, ShardSchemaError, FeaturizeError) as e:
             located = describe_row(path, row.get("id"))  # error path only: reads the id column
             if cfg.bad_rows == "fail":
@@ -245,17 +297,15 @@ def featurize_batch(
             out[k].append(row[k])
         out["event_times_s"].append(row["event_times_s"])
         out["query_index"].append(row["query_index"])
-        out["features"].append(np.ascontiguousarray(feats, dtype=np.float32).tobytes())
-        out["num_mels"].append(feats.shape[0])
-        out["num_frames"].append(feats.shape[1])
-        out["clip_frames"].append(frames)
+        for k, v in payload.items():
+            out[k].append(v)
         out["meta"].append(row["meta"])
         out["shard"].append(path)
     if skipped and ledger is not None:
         import ray
 
         ray.get(ledger.record.remote(skipped))  # wait: a lost report would be a silent drop
-    return pa.Table.from_pydict(out, schema=FEATURE_SCHEMA)
+    return pa.Table.from_pydict(out, schema=schema)
 
 
 class ShardDataset:
@@ -308,7 +358,7 @@ def build_dataset(data_dir: str | Path, cfg: PipelineConfig | None = None, split
 def iterate_rows_locally(data_dir: str | Path, cfg: PipelineConfig | None = None, split: str | None = None):
     """The same decode + featurize in one process, no Ray (benchmark baseline, small tools).
 
-    Yields the featurized column dicts of :func:`featurize_batch`, one per row group.
+    Yields the tables of :func:`featurize_batch` (features or waveforms, by ``cfg.featurize``), one per row group.
     """
     cfg = cfg or PipelineConfig()
     for path in list_shards(data_dir, verify=cfg.verify_checksums):

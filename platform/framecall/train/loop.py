@@ -198,8 +198,10 @@ def setup_worker(config: dict[str, Any]) -> Worker:
 
         logger = RunLogger(config["tracking_uri"], config["mlflow_run_id"], background=True)
     grid = FrameGrid(model.backbone.frame_s, cfg.model.subframes)
-    worker = Worker(cfg, rank, world, model, params, optimizer, scheduler, grid,
-                    FrameCollator(grid=grid, tokens_for_frames=model.backbone.tokens_for_frames),
+    # waveform rows (data.featurize=worker) are featurized by the collator, a batch at once, where the model runs
+    collate = FrameCollator(grid=grid, tokens_for_frames=model.backbone.tokens_for_frames,
+                            feature_params=model.backbone.feature_params, device=device)
+    worker = Worker(cfg, rank, world, model, params, optimizer, scheduler, grid, collate,
                     get_frame_loss(cfg.train.loss), logger, from_dict(CheckpointManifest, config["manifest"]),
                     PhaseTimer(sync_cuda=device.type == "cuda"))
     _mark_restart(worker, _restore(worker, config), config)
@@ -225,7 +227,7 @@ def train_step(w: Worker, batch: dict) -> dict[str, torch.Tensor]:
 
 def _figure_item(batch: dict, rec: dict, b: int, decoder: str) -> dict:
     n_f = int(batch["feature_mask"][b].sum())
-    return {"features": batch["features"][b, :, :n_f].numpy(), "scores": rec["scores"], "gold": rec["gold"],
+    return {"features": batch["features"][b, :, :n_f].cpu().numpy(), "scores": rec["scores"], "gold": rec["gold"],
             "pred": rec["preds"][decoder], "prompt": batch["prompts"][b]}
 
 
@@ -337,7 +339,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     progress = ConsoleProgress(cfg.train.max_steps, cfg.train.batch_size * w.world, start_step=w.step) \
         if w.rank == 0 else None  # one console line per ~50 steps or 10 s, beside the MLflow metrics
     done = w.step >= cfg.train.max_steps
-    spec = cfg.data.augment.specaugment  # on the worker, after the feature cache: cached rows get fresh masks
+    # SpecAugment on the worker, on the collated features of either data.featurize mode (after the
+    # feature cache: cached rows get fresh masks); waveform augmentation ran in the Ray Data stage
+    spec = cfg.data.augment.specaugment
     spec_gen = torch.Generator().manual_seed(cfg.data.augment.seed * 1000 + w.rank) if spec.enabled else None
     while not done:
         for batch in w.timer.timed_iter(epoch_batches(w, train_shard), "data"):
