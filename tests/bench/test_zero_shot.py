@@ -208,3 +208,18 @@ def test_table1_layout_words_then_speakers_then_events():
                                   "speakers acc@40ms", "speakers acc@100ms", "speakers MAD ms", "speakers parse fail",
                                   "events acc@40ms", "events acc@100ms", "events MAD ms", "events parse fail"]
     assert list(_row(table, "m").values())[1:5] == ["50.0", "75.0", "12", "10.0"]
+
+
+def test_a_number_outside_the_clip_is_not_scored_as_a_timestamp():
+    """The lenient parse reads any number ("16000 Hz"); one such time would make MAD meaningless."""
+    from framecall.bench.zero_shot import ZeroShotItem, score_answers
+
+    item = ZeroShotItem("a", "events", "q", b"", [1.0], 3.0, "test")
+    texts = ["The event is at 1.02 s; sampled at 16000 Hz.", "At 16000.", "[3.5]", "[-2]"]
+    records, summary = score_answers([item] * 4, texts)
+    assert [r["pred_s"] for r in records] == [[1.02], [], [3.5], []]  # 3.5: past the end, within the margin
+    assert [r["out_of_clip_s"] for r in records] == [[16000.0], [16000.0], [], [-2.0]]
+    assert [r["parse"] for r in records] == ["recovered", "failed", "ok", "failed"]
+    s = summary["events"]
+    assert s["out_of_clip_rate"] == 0.75 and s["parse_failure_rate"] == 0.5
+    assert s["mad_s"] < 3.0  # never 16000 s

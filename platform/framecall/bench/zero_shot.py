@@ -312,28 +312,51 @@ def answer_source(model: str, **options: Any) -> AnswerSource:
 
 # ---------------------------------------------------------------- scoring and the table
 
+OUT_OF_CLIP_MARGIN_S = 1.0
+"""A parsed time past the clip's end by more than this (or negative) is not a timestamp of this clip: the
+lenient parse reads any number in an answer ("16000 Hz", a year), and one such number would dominate MAD."""
+
+
+def split_plausible(times: list[float], duration_s: float) -> tuple[list[float], list[float]]:
+    """-> (times within [0, duration + OUT_OF_CLIP_MARGIN_S], the others)."""
+    inside = [t for t in times if 0.0 <= t <= duration_s + OUT_OF_CLIP_MARGIN_S]
+    return inside, [t for t in times if not 0.0 <= t <= duration_s + OUT_OF_CLIP_MARGIN_S]
+
+
 def score_answers(items: list[ZeroShotItem], texts: list[str], pairing: str = "positional",
                   convention: str = "framecall") -> tuple[list[dict[str, Any]], dict[str, dict[str, float]]]:
     """-> (one record per item, {task: summary}). A summary has the task's Table 1 accuracies, ``mad_s``,
-    ``items``, ``missing`` and ``parse_failure_rate``; parse failures are misses, never dropped."""
-    records, metrics, failures = [], {}, {}
+    ``items``, ``missing``, ``parse_failure_rate`` and ``out_of_clip_rate`` (answers with a time outside
+    the clip, :func:`split_plausible`: those times are not scored, and an answer left with none is a
+    parse failure); parse failures are misses, never dropped. Each record keeps the raw answer and every
+    time it held."""
+    records, metrics = [], {}
+    failures: dict[str, int] = {}
+    outside: dict[str, int] = {}
     for item, text in zip(items, texts, strict=True):
-        preds, status = parse_timestamps(text)
+        parsed, status = parse_timestamps(text)
+        preds, rejected = split_plausible(parsed, item.duration_s)
+        if not preds:
+            status = "failed"
         tols = TASK_TOLERANCES_S[item.task]
         m = metrics.setdefault(item.task, TimestampMetrics(tolerances_s=tols, pairing=pairing, convention=convention))
         m.add(preds, item.gold_s, item.duration_s)
         failures[item.task] = failures.get(item.task, 0) + (status == "failed")
+        outside[item.task] = outside.get(item.task, 0) + bool(rejected)
         records.append({"id": item.id, "task": item.task, "answer": text, "parse": status, "pred_s": preds,
-                        "gold_s": item.gold_s})
+                        "out_of_clip_s": rejected, "gold_s": item.gold_s})
     summaries = {}
     for task, m in sorted(metrics.items()):
-        summaries[task] = {**m.summary(), "parse_failure_rate": failures[task] / len(m.items)}
+        summaries[task] = {**m.summary(), "parse_failure_rate": failures[task] / len(m.items),
+                           "out_of_clip_rate": outside[task] / len(m.items)}
     return records, summaries
 
 
 def table1(results: dict[str, dict[str, dict[str, float]]], title: str = "") -> str:
     """The paper's Table 1 layout: one row per model; per task its two accuracies (%), MAD (ms) and the
-    parse-failure rate (%). ``results``: model -> task -> summary (:func:`score_answers`)."""
+    parse-failure rate (%), which counts answers whose every time lay outside the clip (their share of
+    answers with any such time is the summary's ``out_of_clip_rate``). ``results``: model -> task ->
+    summary (:func:`score_answers`)."""
     tasks = [t for t in TASK_TOLERANCES_S if any(t in r for r in results.values())]
     header, rule = ["model"], ["---"]
     for task in tasks:
