@@ -225,6 +225,10 @@ class RaySection:
     """Worker-group restarts Ray Train may do (FailureConfig); each restores the latest complete checkpoint."""
     keep_checkpoints: int = 2
     """Best K checkpoints kept by the selection metric."""
+    storage_path: str = ""
+    """Where Ray Train writes checkpoints (RunConfig.storage_path): "" = <output>/ray; a path every node
+    mounts (/mnt/shared/ckpt) or a URI (s3://bucket/x, gs://bucket/x, file:///x). From Python, fit(...,
+    storage_filesystem=<pyarrow filesystem>) makes it a path on that filesystem."""
     address: str | None = None
     """Ray cluster address; None = connect to a running cluster or start a local one."""
 

@@ -21,7 +21,9 @@ from framecall import tracking
 from framecall.models.checkpoint import TRAINING_STATE, CheckpointError, CheckpointManifest, LoraSpec, read_manifest
 from framecall.runtime import init_ray
 from framecall.prompts import resolve_system_prompt
-from framecall.train.checkpoints import COMPLETE, Pick, pick_checkpoint, replace_dir, resume_candidates, verify_complete
+from framecall.train.checkpoints import (
+    COMPLETE, Pick, StoragePath, open_storage, pick_checkpoint, replace_dir, resume_candidates, verify_complete,
+)
 from framecall.train.config import TrainJobConfig
 from framecall.train.evaluation import select_metric_name
 from framecall.train.progress import progress_bars_on
@@ -79,10 +81,10 @@ def mix_datasets(parts: list[tuple[Any, float]], seed: int):
     return mixed[0].union(*mixed[1:]).random_shuffle(seed=seed)
 
 
-def latest_checkpoint(output: Path) -> Path | None:
-    """The complete checkpoint with the highest global step under ``output/ray`` that verifies
-    (see :mod:`framecall.train.checkpoints`); None when there is none."""
-    pick = pick_checkpoint(resume_candidates(output / "ray"), log=lambda _: None)
+def latest_checkpoint(output: Path, storage: StoragePath | None = None) -> Path | None:
+    """The complete checkpoint with the highest global step on ``storage`` (default ``output/ray``) that
+    verifies (see :mod:`framecall.train.checkpoints`), as a local directory; None when there is none."""
+    pick = pick_checkpoint(resume_candidates(storage or output / "ray"), log=lambda _: None)
     return pick.path if pick else None
 
 
@@ -151,29 +153,40 @@ def prepare_datasets(cfg: TrainJobConfig, data_dirs: list[Path], data_manifests:
     return datasets
 
 
-def resume_point(cfg: TrainJobConfig, output: Path) -> tuple[Pick | None, str | None]:
-    """--resume: (the latest complete checkpoint that verifies and fits the config, its MLflow run id);
-    else (None, None). Runs on the driver before any worker starts: a broken latest checkpoint
-    falls back to the previous complete one; with none left the error names every file refused."""
+def _local_refusals(root: Path, fits) -> list[str]:
+    """Why each checkpoint directory under a local ``root`` (marked or not) cannot be resumed from."""
+    reasons = []
+    for ckpt in sorted(m.parent for m in root.glob("**/manifest.json")):
+        try:  # a config mismatch first: the user's error, whatever the state of the files
+            fits(ckpt, read_manifest(ckpt))
+            verify_complete(ckpt)
+        except CheckpointError as e:
+            reasons.append(str(e))
+    return reasons
+
+
+def resume_point(cfg: TrainJobConfig, storage: StoragePath) -> tuple[Pick | None, str | None]:
+    """--resume: (the latest complete checkpoint on ``storage`` that verifies and fits the config, its
+    MLflow run id); else (None, None). Runs on the driver before any worker starts: a broken latest
+    checkpoint falls back to the previous complete one; with none left the error names every file refused."""
     if not cfg.resume:
         return None, None
-    root = output / "ray"
 
     def fits(path: Path, manifest: CheckpointManifest) -> None:
         manifest.check(path, head=cfg.head, subframes=cfg.model.subframes, stage="frame")
 
-    pick = pick_checkpoint(resume_candidates(root), accept=fits)
+    refused: list[str] = []  # on other storage: the marked candidates' refusals (unmarked ones are not listed)
+
+    def log(line: str) -> None:
+        print(line)
+        refused.append(line.split(": ", 1)[-1])
+
+    pick = pick_checkpoint(resume_candidates(storage), accept=fits, log=log)
     if pick is None:
-        reasons = []
-        for ckpt in sorted(m.parent for m in root.glob("**/manifest.json")):
-            try:  # a config mismatch first: the user's error, whatever the state of the files
-                fits(ckpt, read_manifest(ckpt))
-                verify_complete(ckpt)
-            except CheckpointError as e:
-                reasons.append(str(e))
-        raise CheckpointError(f"--resume: no complete checkpoint under {root}"
+        reasons = _local_refusals(Path(storage.path), fits) if storage.local else refused
+        raise CheckpointError(f"--resume: no complete checkpoint under {storage}"
                               + (": " + "; ".join(reasons) if reasons else ""))
-    print(f"[framecall] resuming from {pick.path} at step {pick.manifest.global_step}")
+    print(f"[framecall] resuming from {pick.source} at step {pick.manifest.global_step}")
     return pick, pick.manifest.mlflow_run_id
 
 
@@ -182,7 +195,7 @@ def note_fallback(pick: Pick | None, tracking_uri: str, run_id: str) -> None:
     if pick is not None and pick.skipped:
         logger = tracking.RunLogger(tracking_uri, run_id)
         logger.set_tag("framecall.resume_fallback",
-                       f"resumed from {pick.path} (step {pick.manifest.global_step}); refused: "
+                       f"resumed from {pick.source} (step {pick.manifest.global_step}); refused: "
                        + " | ".join(pick.skipped)[:4000])
 
 
@@ -209,7 +222,7 @@ def frame_manifest(cfg: TrainJobConfig, data_dirs: list[Path], run_id: str, trac
 
 
 def fit(cfg: TrainJobConfig, callbacks: list | None = None, run_tags: dict[str, str] | None = None,
-        evaluate_test: bool = True, datasets: dict | None = None) -> FitResult:
+        evaluate_test: bool = True, datasets: dict | None = None, storage_filesystem: Any = None) -> FitResult:
     """Train (Ray Train, ``cfg.ray.num_workers`` workers), then evaluate the best checkpoint on
     the test split, log and register it.
 
@@ -217,13 +230,16 @@ def fit(cfg: TrainJobConfig, callbacks: list | None = None, run_tags: dict[str, 
     ``run_tags``: extra MLflow tags (``mlflow.parentRunId`` nests a trial under its sweep);
     ``evaluate_test=False`` stops after training (sweep trials compare on validation);
     ``datasets``: the result of ``prepare_datasets`` for this config, made once by a sweep's
-    driver for all its trials (no Ray Data execution inside a trial besides the workers' reads).
+    driver for all its trials (no Ray Data execution inside a trial besides the workers' reads);
+    ``storage_filesystem``: a pyarrow filesystem the checkpoints go to, ``ray.storage_path`` being the
+    path on it (Ray Train's ``RunConfig(storage_filesystem=...)``).
     """
     t0 = time.time()
     output = Path(cfg.output).resolve()
     output.mkdir(parents=True, exist_ok=True)
     resolve_model_path(cfg.model.name)  # unknown model: fail before anything starts
-    resume_from, run_id = resume_point(cfg, output)
+    storage = open_storage(cfg.ray.storage_path, output / "ray", storage_filesystem)
+    resume_from, run_id = resume_point(cfg, storage)
     data_dirs = ensure_data(cfg)
     data_manifests = [read_data_manifest(d) for d in data_dirs]
     tasks = data_tasks(data_manifests)
@@ -255,9 +271,9 @@ def fit(cfg: TrainJobConfig, callbacks: list | None = None, run_tags: dict[str, 
     loop_config = {"job": to_dict(cfg), "mlflow_run_id": run_id, "tracking_uri": tracking_uri,
                    "manifest": to_dict(base_manifest), "select_metric": select_metric, "tasks": tasks,
                    # Train V2 deprecates resume_from_checkpoint: the loop finds its checkpoint itself
-                   "resume_from": str(resume_from.path) if resume_from else None,
-                   "checkpoint_root": str(output / "ray")}
-    trainer = make_trainer(cfg, loop_config, output, datasets, callbacks)
+                   "resume_from": str(resume_from.source) if resume_from else None,
+                   "checkpoint_root": storage.path}  # a worker reads it on the run's storage filesystem
+    trainer = make_trainer(cfg, loop_config, storage, datasets, callbacks)
     try:
         with tracking.system_metrics(tracking_uri, run_id, cfg.mlflow.system_metrics,
                                      cfg.mlflow.system_metrics_interval_s):
@@ -265,11 +281,15 @@ def fit(cfg: TrainJobConfig, callbacks: list | None = None, run_tags: dict[str, 
         log_lost_metrics(result.metrics or {}, tracking_uri, run_id)
         best = max(result.best_checkpoints, key=lambda cm: cm[1]["select_metric"])[0] if result.best_checkpoints \
             else result.checkpoint
+        stored_best = StoragePath(best.filesystem, best.path)
         if not evaluate_test:
             tracking.RunLogger(tracking_uri, run_id).finish()
-            return FitResult(output, Path(best.path), run_id, tracking_uri, {}, "", time.time() - t0)
+            if not stored_best.local:  # the caller reads it as a directory
+                replace_dir(stored_best, output / "best", ignore=shutil.ignore_patterns(TRAINING_STATE, COMPLETE))
+            trained = Path(best.path) if stored_best.local else output / "best"
+            return FitResult(output, trained, run_id, tracking_uri, {}, "", time.time() - t0)
         best_dir = output / "best"
-        replace_dir(Path(best.path), best_dir, ignore=shutil.ignore_patterns(TRAINING_STATE, COMPLETE))
+        replace_dir(stored_best, best_dir, ignore=shutil.ignore_patterns(TRAINING_STATE, COMPLETE))
         scores, table, registered = finish_run(cfg, best_dir, data_dirs, tasks, tracking_uri, run_id)
     except BaseException as e:  # the run must not stay RUNNING in MLflow (KeyboardInterrupt: KILLED)
         tracking.RunLogger(tracking_uri, run_id, retries=2).finish("FAILED" if isinstance(e, Exception) else "KILLED")
@@ -277,7 +297,7 @@ def fit(cfg: TrainJobConfig, callbacks: list | None = None, run_tags: dict[str, 
     return FitResult(output, best_dir, run_id, tracking_uri, scores, table, time.time() - t0, registered)
 
 
-def make_trainer(cfg: TrainJobConfig, loop_config: dict[str, Any], output: Path, datasets: dict,
+def make_trainer(cfg: TrainJobConfig, loop_config: dict[str, Any], storage: StoragePath, datasets: dict,
                  callbacks: list | None):
     """The TorchTrainer of a frame-head run: Ray restarts the worker group up to ray.max_failures times."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig
@@ -289,7 +309,7 @@ def make_trainer(cfg: TrainJobConfig, loop_config: dict[str, Any], output: Path,
         train_loop_per_worker, train_loop_config=loop_config,
         scaling_config=scaling_config(cfg.ray),
         run_config=RunConfig(
-            name=f"run-{int(time.time())}", storage_path=str(output / "ray"),
+            name=f"run-{int(time.time())}", **run_storage(storage),
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.ray.keep_checkpoints,
                                                checkpoint_score_attribute="select_metric",
                                                checkpoint_score_order="max"),
@@ -298,6 +318,11 @@ def make_trainer(cfg: TrainJobConfig, loop_config: dict[str, Any], output: Path,
         ),
         datasets=datasets,
     )
+
+
+def run_storage(storage: StoragePath) -> dict[str, Any]:
+    """RunConfig's storage arguments: a local path alone, else the path on its pyarrow filesystem."""
+    return {"storage_path": storage.path, "storage_filesystem": None if storage.local else storage.fs}
 
 
 def log_lost_metrics(final_metrics: dict[str, Any], tracking_uri: str, run_id: str) -> None:

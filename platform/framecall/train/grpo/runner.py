@@ -20,6 +20,7 @@ from framecall.models.backbone import backbone_spec, resolve_model_path
 from framecall.models.checkpoint import (MANIFEST, TRAINING_STATE, CheckpointError, CheckpointManifest, LoraSpec,
                                          read_manifest)
 from framecall.runtime import init_ray
+from framecall.train.checkpoints import StoragePath, open_storage
 from framecall.train.grpo.config import GRPOJobConfig, MultiDataSection, SFTJobConfig
 from framecall.train.grpo.data import check_split, read_items
 
@@ -55,16 +56,18 @@ def ensure_poly_data(data: MultiDataSection) -> Path:
     return data_dir
 
 
-def start_or_resume(cfg: Any, output: Path, stage: str, tags: dict[str, str]) -> tuple[str, str, Path | None]:
-    """-> (tracking URI, MLflow run id, checkpoint to resume from): --resume continues the same run."""
+def start_or_resume(cfg: Any, output: Path, stage: str, tags: dict[str, str],
+                    storage: StoragePath) -> tuple[str, str, Path | None]:
+    """-> (tracking URI, MLflow run id, checkpoint to resume from): --resume continues the same run.
+    The checkpoint is a local directory (a verified copy when ``storage`` is another filesystem)."""
     tracking_uri = cfg.mlflow.tracking_uri or tracking.default_tracking_uri(output)
     resume_from = None
     if cfg.resume:
         from framecall.train.runner import latest_checkpoint
 
-        resume_from = latest_checkpoint(output)
+        resume_from = latest_checkpoint(output, storage)
         if resume_from is None:
-            raise CheckpointError(f"--resume: no checkpoint under {output / 'ray'}")
+            raise CheckpointError(f"--resume: no checkpoint under {storage}")
         manifest = read_manifest(resume_from).check(resume_from, stage=stage)
         print(f"[framecall] resuming from {resume_from} at step {manifest.global_step}")
         return tracking_uri, str(manifest.mlflow_run_id), resume_from
@@ -91,16 +94,16 @@ def start_ray(cfg: Any, actors_cpus: float = 0.0) -> None:
     init_ray(cfg.ray.address, min_cpus=cfg.ray.num_workers * cfg.ray.cpus_per_worker + actors_cpus + 2)
 
 
-def run_trainer(loop, loop_config: dict[str, Any], datasets: dict, cfg: Any, output: Path):
+def run_trainer(loop, loop_config: dict[str, Any], datasets: dict, cfg: Any, storage: StoragePath):
     from ray.train import CheckpointConfig, FailureConfig, RunConfig
     from ray.train.torch import TorchTrainer
 
-    from framecall.train.runner import scaling_config
+    from framecall.train.runner import run_storage, scaling_config
 
     trainer = TorchTrainer(
         loop, train_loop_config=loop_config, datasets=datasets,
         scaling_config=scaling_config(cfg.ray),
-        run_config=RunConfig(name=f"run-{int(time.time())}", storage_path=str(output / "ray"),
+        run_config=RunConfig(name=f"run-{int(time.time())}", **run_storage(storage),
                              checkpoint_config=CheckpointConfig(num_to_keep=cfg.ray.keep_checkpoints),
                              failure_config=FailureConfig(max_failures=cfg.ray.max_failures)))
     with tracking.system_metrics(loop_config["tracking_uri"], loop_config["mlflow_run_id"], cfg.mlflow.system_metrics,
@@ -116,7 +119,8 @@ def finish_stage(result, output: Path, tracking_uri: str, run_id: str, cfg: Any,
     best = output / "best"
     from framecall.train.checkpoints import COMPLETE, replace_dir
 
-    replace_dir(Path(result.checkpoint.path), best, ignore=shutil.ignore_patterns(TRAINING_STATE, COMPLETE))
+    replace_dir(StoragePath(result.checkpoint.filesystem, result.checkpoint.path), best,
+                ignore=shutil.ignore_patterns(TRAINING_STATE, COMPLETE))
     logger = tracking.RunLogger(tracking_uri, run_id)
     logger.artifacts(best, "checkpoint")
     registered = None
@@ -137,23 +141,26 @@ def finish_stage(result, output: Path, tracking_uri: str, run_id: str, cfg: Any,
     return StageResult(output, best, run_id, tracking_uri, registered, time.time() - t0)
 
 
-def fit_sft(cfg: SFTJobConfig) -> StageResult:
+def fit_sft(cfg: SFTJobConfig, storage_filesystem: Any = None) -> StageResult:
+    """``storage_filesystem``: a pyarrow filesystem for the checkpoints (``ray.storage_path`` the path on it)."""
     from framecall.train.grpo.learner import lora_spec, sft_loop
 
     t0 = time.time()
     output = Path(cfg.output).resolve()
     output.mkdir(parents=True, exist_ok=True)
     resolve_model_path(cfg.base)
+    storage = open_storage(cfg.ray.storage_path, output / "ray", storage_filesystem)
     data_dir = ensure_poly_data(cfg.data)
     tasks = sorted(check_split(data_dir, cfg.data.split, cfg.data.task_weights))
     start_ray(cfg)
-    tracking_uri, run_id, resume_from = start_or_resume(cfg, output, "sft", {"framecall.model": cfg.base})
+    tracking_uri, run_id, resume_from = start_or_resume(cfg, output, "sft", {"framecall.model": cfg.base},
+                                                     storage)
     tracking.log_resolved_config(cfg, output, tracking_uri, run_id)
     manifest = stage_manifest("sft", cfg.base, lora_spec(cfg.lora), tasks, run_id, tracking_uri, parent=None)
     datasets = {"train": read_items(data_dir, cfg.data.split, cfg.data.task_weights or None, cfg.train.seed)}
     result = run_trainer(sft_loop, {"job": to_dict(cfg), "manifest": to_dict(manifest), "mlflow_run_id": run_id,
                                     "tracking_uri": tracking_uri,
-                                    "resume_from": str(resume_from) if resume_from else None}, datasets, cfg, output)
+                                    "resume_from": str(resume_from) if resume_from else None}, datasets, cfg, storage)
     return finish_stage(result, output, tracking_uri, run_id, cfg, "sft", tasks, t0)
 
 
@@ -213,18 +220,21 @@ def lora_spec_of(cfg: GRPOJobConfig) -> LoraSpec:
     return lora_spec(cfg.lora)
 
 
-def fit_grpo(cfg: GRPOJobConfig) -> StageResult:
+def fit_grpo(cfg: GRPOJobConfig, storage_filesystem: Any = None) -> StageResult:
+    """``storage_filesystem``: a pyarrow filesystem for the checkpoints (``ray.storage_path`` the path on it)."""
     from framecall.train.grpo.step import grpo_loop
 
     t0 = time.time()
     output = Path(cfg.output).resolve()
     output.mkdir(parents=True, exist_ok=True)
     check_grpo_names(cfg)
+    storage = open_storage(cfg.ray.storage_path, output / "ray", storage_filesystem)
     data_dir = ensure_poly_data(cfg.data)
     tasks = sorted(check_split(data_dir, cfg.data.split, cfg.data.task_weights))
     base, parent = policy_base(cfg, output)
     start_ray(cfg, cfg.rollout.num_actors * cfg.rollout.cpus_per_actor)
-    tracking_uri, run_id, resume_from = start_or_resume(cfg, output, "grpo", {"framecall.policy": cfg.policy})
+    tracking_uri, run_id, resume_from = start_or_resume(cfg, output, "grpo", {"framecall.policy": cfg.policy},
+                                                     storage)
     tracking.log_resolved_config(cfg, output, tracking_uri, run_id)
     manifest = stage_manifest("grpo", base, lora_spec_of(cfg), tasks, run_id, tracking_uri, parent)
     actors = start_rollout_actors(cfg, base)
@@ -234,7 +244,7 @@ def fit_grpo(cfg: GRPOJobConfig) -> StageResult:
                                          "manifest": to_dict(manifest), "mlflow_run_id": run_id,
                                          "tracking_uri": tracking_uri,
                                          "resume_from": str(resume_from) if resume_from else None},
-                             datasets, cfg, output)
+                             datasets, cfg, storage)
     finally:
         import ray
 
