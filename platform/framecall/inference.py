@@ -21,7 +21,7 @@ import torch
 from framecall.audio.features import log_mel_batch, pad_waveforms
 from framecall.data.collate import token_mask_for
 from framecall.frames.alignment import detect_speech_end, word_intervals
-from framecall.frames.decoding import decode_batch, decoder_serves, expected_count
+from framecall.frames.decoding import decode_curves, decoder_serves, expected_count
 from framecall.frames.units import FrameGrid
 from framecall.models.checkpoint import CheckpointManifest
 from framecall.prompts import alignment_prompt
@@ -260,11 +260,8 @@ class FrameLocalizer:
             raise ValueError("the model's scores for this audio are not finite")  # JSON cannot carry inf/NaN
         estimates = [expected_count(c) if self.head == "poisson" else None for c in curves]
         counts = [self._count(q, c, e) for q, c, e in zip(queries, curves, estimates)]
-        lengths = torch.tensor([c.numel() for c in curves])
-        padded = torch.nn.utils.rnn.pad_sequence(curves, batch_first=True)  # [Q, T_max]
-        valid = torch.arange(padded.shape[1])[None, :] < lengths[:, None]  # [Q, T_max]
-        positions = decode_batch(self.decoder, padded, valid, counts, head=self.head,
-                                 min_separation=self.manifest.nms_min_separation, unit_s=self.grid.unit_s)
+        positions = decode_curves(self.decoder, curves, counts, head=self.head,
+                                  min_separation=self.manifest.nms_min_separation, unit_s=self.grid.unit_s)
         return [self._result(q, c, pos, e, len(p[0]))
                 for q, c, pos, e, p in zip(queries, curves, positions, estimates, pieces)]
 

@@ -74,3 +74,18 @@ def test_bad_batches_name_the_row():
         posterior_modes_batch(scores, counts, mask)
     with pytest.raises(ValueError, match="expected scores"):
         topn_nms_batch(scores, counts[:2], mask)
+
+
+@pytest.mark.parametrize("name", ["topn_nms", "posterior_mode", "smoothed_posterior_mode"])
+def test_decode_curves_of_different_lengths_equal_decode_of_each(name):
+    """What evaluation and FrameLocalizer call: curves [T_b] of their own lengths, a count each (None:
+    estimated from the curve, per row)."""
+    from framecall.frames.decoding import decode_curves
+
+    scores, _, counts, lengths = padded_batch(5)
+    curves = [scores[b, :length] for b, length in enumerate(lengths)]
+    for given in (counts, [None] * len(counts)):
+        out = decode_curves(name, curves, given, unit_s=UNIT_S)
+        for b, curve in enumerate(curves):
+            assert torch.allclose(out[b], decode(name, curve, given[b], unit_s=UNIT_S), rtol=0, atol=1e-9), b
+    assert decode_curves(name, [], []) == []

@@ -498,3 +498,14 @@ def decode_batch(name: str, scores: torch.Tensor, mask: torch.Tensor, n: list[in
     given = {"min_separation": min_separation, "unit_s": unit_s}
     counts = [int(k) for k in n if k is not None]
     return spec.batch(scores, counts, mask, **{k: v for k, v in given.items() if k in spec.options})
+
+
+def decode_curves(name: str, curves: list[torch.Tensor], n: list[int | None], head: str = "poisson",
+                  min_separation: int = 3, unit_s: float | None = None) -> list[torch.Tensor]:
+    """:func:`decode_batch` of curves of different lengths ([T_b] each), padded here. -> [n_b] per curve."""
+    if not curves:
+        return []
+    lengths = torch.tensor([c.numel() for c in curves])
+    padded = torch.nn.utils.rnn.pad_sequence(curves, batch_first=True)  # [B, T_max]
+    valid = torch.arange(padded.shape[1])[None, :] < lengths[:, None]  # [B, T_max]
+    return decode_batch(name, padded, valid, n, head, min_separation, unit_s)

@@ -7,7 +7,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import torch
 
-from framecall.frames.decoding import DECODER_SPECS, decode, decoder_serves
+from framecall.frames.decoding import DECODER_SPECS, decode_curves, decoder_serves
 from framecall.frames.units import FrameGrid
 from framecall.metrics import TimestampMetrics, check_pairing, format_table
 from framecall.token_answers import parse_timestamps
@@ -55,14 +55,14 @@ def predict_batch(model, batch: dict, decoders: Sequence[str], grid: FrameGrid, 
         return records
     scores, mask = model(batch)  # [B, T], [B, T]
     scores, mask = scores.float().cpu(), mask.cpu()
-    for b in range(scores.shape[0]):
-        valid = scores[b][mask[b]]  # [T_b]
-        gold = batch["event_times_s"][b]
-        n = len(gold) if known_count else None
-        record = records[b]
-        for name in frame_decoders:
-            pos = decode(name, valid, n, head=head, min_separation=nms_min_separation, unit_s=grid.unit_s)
+    curves = [scores[b][mask[b]] for b in range(scores.shape[0])]  # [T_b] each
+    counts = [len(gold) if known_count else None for gold in batch["event_times_s"]]
+    for name in frame_decoders:  # each decoder once over the batch (batched where it has a batched form)
+        positions = decode_curves(name, curves, counts, head=head, min_separation=nms_min_separation,
+                                  unit_s=grid.unit_s)
+        for record, pos in zip(records, positions):
             record["preds"][name] = [float(x) for x in grid.to_seconds(pos)]
+    for record, valid in zip(records, curves):
         if head == "poisson":
             record["expected_count"] = float(torch.exp(torch.logsumexp(valid.double(), 0)))
         if keep_scores:
