@@ -91,6 +91,18 @@ def test_evaluation_loads_through_the_device_helper(ckpt, tiny_words_all):
     with pytest.raises(ValueError, match="'cuda' asked for, but this machine has no CUDA device"):
         evaluate_checkpoint(ckpt, tiny_words_all, device="cuda")
 
+    # the batch's waveforms featurized at once on the model's device give the per-row features' answers
+    batched = evaluate_checkpoint(ckpt, tiny_words_all, max_items=4, decoders=["all"], featurize="worker")[2]
+    per_row = evaluate_checkpoint(ckpt, tiny_words_all, max_items=4, decoders=["all"], featurize="pipeline")[2]
+    assert len(batched) == len(per_row) >= 4 and [r["id"] for r in batched] == [r["id"] for r in per_row]
+    for a, b in zip(batched, per_row):
+        assert a["preds"].keys() == b["preds"].keys()
+        for name, times in a["preds"].items():  # continuous decoders move by float noise (~1e-8 s) at most
+            assert times == pytest.approx(b["preds"][name], abs=1e-5), (a["id"], name)
+    with pytest.raises(ValueError, match="featurize must be 'pipeline' or 'worker'"):  # the choice reaches the pipeline
+        evaluate_checkpoint(ckpt, tiny_words_all, max_items=4, featurize="gpu")
+        assert a["expected_count"] == pytest.approx(b["expected_count"], rel=1e-4)
+
 
 def test_judge_server_arguments_are_checked_by_name():
     from framecall.polyaudio.judge_server import build_judge_app

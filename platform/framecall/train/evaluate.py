@@ -20,7 +20,8 @@ def evaluate_checkpoint(ckpt_dir: str | Path, data_dir: str | Path | Sequence[st
                         split: str | None = "test", decoders: Sequence[str] | None = None, batch_size: int = 16,
                         title: str | None = None, max_items: int | None = None, expect_head: str | None = None,
                         max_new_tokens: int = 256, pairings: Sequence[str] = DEFAULT_PAIRINGS,
-                        convention: str = "framecall", device: str = "auto", dtype: str = "auto"):
+                        convention: str = "framecall", device: str = "auto", dtype: str = "auto",
+                        featurize: str = "worker"):
     """-> (scores {decoder: {task: summary}}, markdown table, records).
 
     ``ckpt_dir``: a directory or a ``models:/`` URI. ``data_dir``: one shard directory or
@@ -28,6 +29,8 @@ def evaluate_checkpoint(ckpt_dir: str | Path, data_dir: str | Path | Sequence[st
     names, "all" (every registered decoder the head supports) and/or "tokens"; None: the
     manifest's default. ``pairings`` / ``convention``: see :func:`score_records`. ``device`` / ``dtype``:
     :func:`framecall.runtime.choose_device` (auto: CUDA + bf16 where present, else CPU + fp32).
+    ``featurize``: "worker" (each batch's waveforms featurized at once on the model's device) or
+    "pipeline" (a log-mel per row as it is read); the same features within ~1e-6.
     """
     from framecall.runtime import choose_device
 
@@ -39,8 +42,9 @@ def evaluate_checkpoint(ckpt_dir: str | Path, data_dir: str | Path | Sequence[st
     head = manifest.head
     decoders = usable_decoders(decoders or [manifest.default_decoder], head, manifest.token_output)
     grid = FrameGrid(manifest.frame_s, manifest.subframes)
-    collate = FrameCollator(grid=grid, tokens_for_frames=model.backbone.tokens_for_frames)
-    pipe = PipelineConfig(features=manifest.features, batch_size=batch_size)
+    collate = FrameCollator(grid=grid, tokens_for_frames=model.backbone.tokens_for_frames,
+                            feature_params=manifest.features, device=plan.device)
+    pipe = PipelineConfig(features=manifest.features, batch_size=batch_size, featurize=featurize)
     hop_s = manifest.features.hop_length / manifest.features.sample_rate
     records: list[dict] = []
     dirs = [data_dir] if isinstance(data_dir, (str, Path)) else list(data_dir)
