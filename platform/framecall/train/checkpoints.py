@@ -91,7 +91,7 @@ def _train_run_storage() -> StoragePath | None:
 
     try:
         context = ray.train.get_context().get_storage()
-    except (RuntimeError, NotImplementedError, AttributeError):
+    except (RuntimeError, NotImplementedError, AttributeError, DeprecationWarning):  # the last: in a Tune trial
         return None
     return StoragePath(context.storage_filesystem, context.storage_fs_path)
 
