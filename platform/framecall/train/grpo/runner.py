@@ -149,9 +149,9 @@ def fit_sft(cfg: SFTJobConfig, storage_filesystem: Any = None) -> StageResult:
     output = Path(cfg.output).resolve()
     output.mkdir(parents=True, exist_ok=True)
     resolve_model_path(cfg.base)
-    storage = open_storage(cfg.ray.storage_path, output / "ray", storage_filesystem)
     data_dir = ensure_poly_data(cfg.data)
     tasks = sorted(check_split(data_dir, cfg.data.split, cfg.data.task_weights))
+    storage = open_storage(cfg.ray.storage_path, output / "ray", storage_filesystem)  # after the input checks
     start_ray(cfg)
     tracking_uri, run_id, resume_from = start_or_resume(cfg, output, "sft", {"framecall.model": cfg.base},
                                                      storage)
@@ -228,10 +228,10 @@ def fit_grpo(cfg: GRPOJobConfig, storage_filesystem: Any = None) -> StageResult:
     output = Path(cfg.output).resolve()
     output.mkdir(parents=True, exist_ok=True)
     check_grpo_names(cfg)
-    storage = open_storage(cfg.ray.storage_path, output / "ray", storage_filesystem)
     data_dir = ensure_poly_data(cfg.data)
     tasks = sorted(check_split(data_dir, cfg.data.split, cfg.data.task_weights))
     base, parent = policy_base(cfg, output)
+    storage = open_storage(cfg.ray.storage_path, output / "ray", storage_filesystem)  # after the input checks
     start_ray(cfg, cfg.rollout.num_actors * cfg.rollout.cpus_per_actor)
     tracking_uri, run_id, resume_from = start_or_resume(cfg, output, "grpo", {"framecall.policy": cfg.policy},
                                                      storage)
