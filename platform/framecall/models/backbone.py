@@ -25,7 +25,7 @@ from torch import nn
 from framecall.audio.features import FeatureParams
 from framecall.models.attention import ATTN_IMPLEMENTATIONS, AudioBlockAttention
 from framecall.models.spec import qwen_audio_tokens
-from framecall.models.tiny import TINY_PRESETS, ensure_tiny
+from framecall.models.tiny import BASE_PRESETS, TINY_PRESETS, ensure_base, ensure_tiny
 from framecall.prompts import ANSWER_HINT, chat_turn, multi_clip_prompt
 
 PromptOrder = Literal["question_first", "audio_first"]
@@ -55,10 +55,16 @@ def check_safetensors_dir(path: Path) -> None:
 
 
 def resolve_model_path(model: str) -> str:
-    """``tiny-omni`` / ``tiny-qwen2-audio`` -> the cached tiny checkpoint; else a path (symlinks
-    resolved, safetensors checked) or a hub id (loaded with ``use_safetensors=True``)."""
+    """``tiny-omni`` / ``tiny-qwen2-audio`` -> the cached tiny checkpoint; ``tiny-omni-base`` /
+    ``tiny-qwen2-audio-base`` -> the pretrained base's backbone (shipped, cached or built); a base checkpoint
+    directory (jobs/pretrain_base.py's output, or any standalone export) -> its ``backbone/``; else a path
+    (symlinks resolved, safetensors checked) or a hub id (loaded with ``use_safetensors=True``)."""
     if model in TINY_PRESETS:
         return str(ensure_tiny(model))
+    if model in BASE_PRESETS:
+        return str(ensure_base(model))
+    if (Path(model) / "backbone" / "config.json").is_file() and not (Path(model) / "config.json").exists():
+        model = str(Path(model) / "backbone")
     if Path(model).exists():
         if not (Path(model) / "config.json").is_file():
             raise BackboneError(f"model path {model} has no config.json (not a Hugging Face checkpoint)")
@@ -66,7 +72,7 @@ def resolve_model_path(model: str) -> str:
         return str(Path(model).resolve())
     if model.startswith(("/", ".", "~")) or model.count("/") != 1:
         raise BackboneError(
-            f"unknown model {model!r}: use one of {list(TINY_PRESETS)}, a local checkpoint directory, "
+            f"unknown model {model!r}: use one of {[*TINY_PRESETS, *BASE_PRESETS]}, a local checkpoint directory, "
             "or a hub id like Qwen/Qwen2-Audio-7B-Instruct (needs network)"
         )
     return model  # a hub id: from_pretrained fetches it where the machine can reach a hub

@@ -8,18 +8,26 @@ vision tower is present because the class builds one, at minimum size).
 :func:`ensure_tiny` writes ``config.json``, weights and the offline tokenizer with
 ``save_pretrained`` into the framecall cache, then every consumer loads that directory
 through ``from_pretrained``, the same path a real checkpoint takes.
+
+``tiny-omni-base`` / ``tiny-qwen2-audio-base`` (:func:`ensure_base`): the tiny backbones *pretrained* on
+the synthetic multi-task mixture by :func:`framecall.train.pretrain.build_base`. The shipped one
+(``models/bases/<name>/``, sha256-checked) is used when present; otherwise it is built on first use and cached.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
 from framecall.cache import cache_dir
 
 TINY_PRESETS = ("tiny-omni", "tiny-qwen2-audio", "tiny-judge")
+BASE_PRESETS = {"tiny-omni-base": "tiny-omni", "tiny-qwen2-audio-base": "tiny-qwen2-audio"}
+"""Pretrained base preset -> the architecture it is built from."""
+SHIPPED_BASES = Path(__file__).resolve().parent / "bases"
 _VERSION = "v2"  # bump when a preset or how its tokenizer is built changes (v2: answer tags are text tokens)
 
 
@@ -101,3 +109,29 @@ def ensure_tiny(name: str) -> Path:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def base_build_command(name: str, output: str | Path) -> str:
+    return f"python jobs/pretrain_base.py --arch {BASE_PRESETS[name]} --output {output}"
+
+
+def ensure_base(name: str) -> Path:
+    """The Hugging Face directory (``<base>/backbone``) of pretrained base preset ``name``.
+
+    The shipped base under ``models/bases/<name>`` if present (its SHA256SUMS checked), else the cached
+    build, else built now with the default :class:`~framecall.train.pretrain.PretrainConfig` (tens of
+    minutes on 2 CPU cores; announced with the command that does the same)."""
+    if name not in BASE_PRESETS:
+        raise ValueError(f"unknown base preset {name!r}; valid: {list(BASE_PRESETS)}")
+    from framecall.models.tokenizer import fingerprint
+    from framecall.train.pretrain import PretrainConfig, build_base, verify_sums
+
+    for base in (SHIPPED_BASES / name, cache_dir("models") / f"{name}-{_VERSION}-tok{fingerprint()}" / "base"):
+        if (base / "backbone" / "config.json").is_file():
+            verify_sums(base)
+            return base / "backbone"
+    run = cache_dir("models") / f"{name}-{_VERSION}-tok{fingerprint()}"
+    print(f"[framecall] base preset {name!r} is neither shipped ({SHIPPED_BASES / name}) nor cached: BUILDING IT "
+          f"NOW (multi-task pretraining, tens of minutes on 2 CPU cores). The same by hand: "
+          f"{base_build_command(name, run)}", file=sys.stderr, flush=True)
+    return build_base(PretrainConfig(arch=BASE_PRESETS[name], output=str(run))).base_dir / "backbone"
