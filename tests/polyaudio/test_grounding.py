@@ -80,3 +80,18 @@ def test_converted_bench_is_answered_and_scored_per_clip_count(poly_dirs, tmp_pa
     assert "| frame: exact count |" in table and table.count("(8)") == 2  # the "all" cells
     with pytest.raises(ValueError, match="no rows in split 'val2'"):
         score_frame_answers(ckpt, data, split="val2")
+
+
+def test_rule_verdicts_of_a_text_model_map_to_the_same_measures():
+    from framecall.polyaudio.grounding import from_rule_verdicts
+
+    records = [{"id": "g1", "task": "temporal_grounding", "score_rule": 5.0},
+               {"id": "g2", "task": "temporal_grounding", "score_rule": 3.0},  # right clip, time off
+               {"id": "g3", "task": "temporal_grounding", "score_rule": 1.0},
+               {"id": "c1", "task": "counting", "score_rule": 2.0},  # off by one
+               {"id": "x", "task": "comparison", "score_rule": 5.0}]
+    out = from_rule_verdicts(records, {"g1": 2, "g2": 3, "g3": 3, "c1": 5, "x": 2})
+    assert [(r["id"], r["clips"]) for r in out] == [("g1", 2), ("g2", 3), ("g3", 3), ("c1", 5)]
+    assert [r.get("clip_right") for r in out[:3]] == [True, True, False]
+    assert [r.get("within_0.5s") for r in out[:3]] == [True, False, False]
+    assert (out[3]["exact"], out[3]["within_1"]) == (False, True)

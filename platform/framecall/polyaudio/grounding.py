@@ -115,6 +115,20 @@ def score_frame_answers(checkpoint: str | Path, data_dir: str | Path, split: str
     return [answer_item(engine, row) for row in rows[:limit]]
 
 
+def from_rule_verdicts(records: Iterable[dict[str, Any]], clips_by_id: dict[str, int]) -> list[dict[str, Any]]:
+    """A text model's PolyAudio records (``score_rule`` of :class:`~framecall.polyaudio.judges.RuleJudge`)
+    in the measures of :func:`answer_item`: clip_time 5 = clip + onset within 0.5 s, >= 3 = right clip;
+    number 5 = exact, >= 2 = within 1. Other tasks are left out."""
+    out = []
+    for r in records:
+        score, base = r["score_rule"], {"id": r["id"], "clips": clips_by_id[r["id"]]}
+        if r["task"] == "temporal_grounding":
+            out.append({**base, "task": "clip_grounding", "clip_right": score >= 3, "within_0.5s": score == 5})
+        elif r["task"] == "counting":
+            out.append({**base, "task": "clip_counting", "exact": score == 5, "within_1": score >= 2})
+    return out
+
+
 def accuracy_by_clips(records: Iterable[dict[str, Any]], key: str) -> dict[int, tuple[float, int]]:
     """{clip count: (fraction of records with ``record[key]`` true, records)} over the records having ``key``."""
     hits: dict[int, list[bool]] = defaultdict(list)
