@@ -31,7 +31,8 @@ def train_main(job: str, argv: list[str] | None = None, doc: str = "") -> None:
     p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", help="YAML file with TrainJobConfig sections")
     p.add_argument("--data", help="shard directory (made synthetically if missing and data.make_if_missing)")
-    p.add_argument("--model", help="tiny-omni | tiny-qwen2-audio | checkpoint path | hub id")
+    p.add_argument("--model", help="tiny-omni | tiny-qwen2-audio | tiny-omni-base | tiny-qwen2-audio-base | "
+                   "checkpoint path | hub id")
     p.add_argument("--max-steps", type=int)
     p.add_argument("--num-workers", type=int)
     p.add_argument("--output", help="directory for checkpoints, MLflow store, tables")

@@ -53,6 +53,11 @@ class DataSection:
     """fail | skip (see framecall.data.pipeline)."""
     cache_features: bool = True
     """Materialize the featurized splits once (small corpora); False streams every epoch."""
+    featurize: str = "pipeline"
+    """Where the log-mel is computed (framecall.data.pipeline.PipelineConfig.featurize): pipeline (per row in
+    the Ray Data tasks; with cache_features, once per run) | worker (Ray Data ships waveforms, the training
+    worker featurizes each batch at once on its device, every step). BENCHMARKS.md, "Per-stage profile
+    (issue #19)", has the measurements behind the default."""
     progress_bars: str = "auto"
     """Ray Data progress bars on the driver: auto (on when stdout is a terminal, off in logs) | on | off."""
     mixture: dict[str, float] = field(default_factory=dict)
@@ -64,6 +69,8 @@ class DataSection:
     def __post_init__(self) -> None:
         if self.bad_rows not in ("fail", "skip"):
             raise ValueError(f"data.bad_rows must be 'fail' or 'skip', got {self.bad_rows!r}")
+        if self.featurize not in ("pipeline", "worker"):
+            raise ValueError(f"data.featurize must be 'pipeline' or 'worker', got {self.featurize!r}")
         if self.progress_bars not in ("auto", "on", "off"):
             raise ValueError(f"data.progress_bars must be auto, on or off, got {self.progress_bars!r}")
         if self.synth_target_format not in TARGET_FORMATS:
@@ -82,7 +89,8 @@ class DataSection:
 @dataclass
 class ModelSection:
     name: str = "tiny-omni"
-    """tiny-omni | tiny-qwen2-audio | a local checkpoint directory | a hub id."""
+    """tiny-omni | tiny-qwen2-audio | tiny-omni-base | tiny-qwen2-audio-base (pretrained bases, issue #21:
+    only the backbone is reused, the head is new) | a local checkpoint or base directory | a hub id."""
     subframes: int = 4
     """Sub-frames per 40 ms audio token (4 = 10 ms resolution)."""
     finetune: str = "full"

@@ -64,7 +64,8 @@ class SFTSection:
 @dataclass
 class SFTJobConfig:
     base: str = "tiny-omni"
-    """Backbone to adapt: tiny-omni | tiny-qwen2-audio | a local model path."""
+    """Backbone to adapt: tiny-omni | tiny-qwen2-audio | tiny-omni-base | tiny-qwen2-audio-base (pretrained
+    bases) | a local model path."""
     output: str = "runs/train_sft"
     resume: bool = False
     data: MultiDataSection = field(default_factory=MultiDataSection)
