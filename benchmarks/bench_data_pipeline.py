@@ -1,11 +1,21 @@
 """Rows/s of the Ray Data decode+featurize pipeline vs a plain single-process loop.
 
-    python benchmarks/bench_data_pipeline.py [--rows 480] [--rows-per-shard 16] [--num-cpus 2]
+    python benchmarks/bench_data_pipeline.py [--rows 480] [--rows-per-shard 16] [--num-cpus 2] [--collate]
 
-Both paths run the same per-row code (``featurize_batch``) over the same shards. Peak
+All paths run the same per-row code (``featurize_batch``) over the same shards: the plain loop and
+``ray`` with ``featurize="pipeline"`` (log-mel per row), ``ray_worker`` with ``featurize="worker"``
+(waveforms; the consumer's FrameCollator pads and featurizes each batch of ``--batch-size`` with
+``log_mel_batch``, as a training worker does). Without ``--collate`` the plain loop and ``ray`` stop
+at featurized Arrow batches (issue #2's table); with it every path ends in collated training batches
+(``iter_torch_batches(collate_fn=FrameCollator())``). Peak
 memory is the largest sum of PSS (shared pages counted once) over the driver and all Ray worker processes, sampled
 every 0.5 s; it is measured at 1x and 2x the number of shards (same shard size) to show
 whether it grows with the corpus.
+
+Step time of the main job in one featurize mode (``time/*`` phase means from its MLflow run)::
+
+    python benchmarks/bench_data_pipeline.py --train-featurize worker -- --data runs/data/words_all_8k \
+        --max-steps 60 --output /tmp/step_worker train.eval_every=60
 """
 
 from __future__ import annotations
@@ -23,6 +33,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "platform"))
 
+from framecall.data.collate import FrameCollator  # noqa: E402
 from framecall.data.pipeline import PipelineConfig, build_dataset, iterate_rows_locally  # noqa: E402
 from framecall.data.shards import ShardWriter  # noqa: E402
 from framecall.data.synthetic import SynthConfig, generate  # noqa: E402
@@ -58,55 +69,118 @@ class PeakRSS:
 
 
 def make_corpus(root: Path, rows: int, rows_per_shard: int) -> Path:
-    out = root / f"words_all_{rows}"
+    out = root / f"words_all_{rows}_{rows_per_shard}"
     if not out.exists():
         with ShardWriter(out, rows_per_shard=rows_per_shard) as w:
             w.write_all(generate(SynthConfig(task="words_all", num=rows, seed=11, splits={"train": 1.0})))
     return out
 
 
-def plain_loop(data_dir: Path) -> tuple[int, float, int]:
+def plain_loop(data_dir: Path, collate: bool, batch_size: int) -> tuple[int, float, int]:
+    collator = FrameCollator()
     with PeakRSS() as mem:
         t0 = time.perf_counter()
-        n = sum(b.num_rows for b in iterate_rows_locally(data_dir, PipelineConfig()))
+        n = 0
+        for table in iterate_rows_locally(data_dir, PipelineConfig(batch_size=batch_size)):
+            n += len(collator(table.to_pydict())["ids"]) if collate else table.num_rows
         dt = time.perf_counter() - t0
     return n, dt, mem.peak
 
 
-def ray_pipeline(data_dir: Path) -> tuple[int, float, int]:
+def ray_pipeline(data_dir: Path, featurize: str, collate: bool, batch_size: int) -> tuple[int, float, int]:
     with PeakRSS() as mem:
         t0 = time.perf_counter()
-        sd = build_dataset(data_dir, PipelineConfig())
-        n = sum(b.num_rows for b in sd.dataset.iter_batches(batch_size=None, batch_format="pyarrow"))
+        ds = build_dataset(data_dir, PipelineConfig(featurize=featurize)).dataset  # type: ignore[arg-type]
+        if collate or featurize == "worker":  # waveforms are featurized by the consumer's collator
+            batches = ds.iter_torch_batches(batch_size=batch_size, collate_fn=FrameCollator())
+            n = sum(len(b["ids"]) for b in batches)
+        else:
+            n = sum(b.num_rows for b in ds.iter_batches(batch_size=None, batch_format="pyarrow"))
         dt = time.perf_counter() - t0
     return n, dt, mem.peak
+
+
+def train_step_time(featurize: str, job_args: list[str]) -> dict:
+    """The main job (``jobs/train_poisson.py``'s config with ``job_args``) with ``data.featurize`` = ``featurize``,
+    no test evaluation -> phase means over its logged steps and the training wall time."""
+    from dataclasses import replace
+
+    import mlflow
+
+    import framecall.data.pipeline as pipeline
+    from framecall.config import build_config
+    from framecall.train.cli import JOB_DEFAULTS
+    from framecall.train.config import TrainJobConfig
+    from framecall.train.runner import fit
+
+    flags = argparse.ArgumentParser()
+    for name in ("--data", "--max-steps", "--output"):
+        flags.add_argument(name)
+    known, overrides = flags.parse_known_args(job_args)
+    cfg = build_config(TrainJobConfig, None, {"data.data_dir": known.data, "output": known.output,
+                                               "train.max_steps": int(known.max_steps)},
+                       [*JOB_DEFAULTS["poisson"], *overrides])
+    # train.runner builds the PipelineConfig without the mode (the hook is the lead's: runner.py is not
+    # this change's file); set it where the runner's prepare_datasets builds its datasets, on this driver
+    build = pipeline.build_dataset
+    pipeline.build_dataset = lambda d, c=None, split=None: build(d, replace(c or pipeline.PipelineConfig(),
+                                                                           featurize=featurize), split)
+    result = fit(cfg, evaluate_test=False)
+    client = mlflow.tracking.MlflowClient(result.tracking_uri)
+    out: dict = {"featurize": featurize, "wall_s": result.wall_s, "load_average": os.getloadavg(), "args": job_args}
+    for key in ("time/data", "time/forward_backward", "time/optimizer", "time/data_fraction", "train/seconds"):
+        hist = sorted(client.get_metric_history(result.run_id, key), key=lambda m: m.step)
+        out[key] = {m.step: m.value for m in hist}
+    seconds = out["train/seconds"]
+    steps = sorted(seconds)
+    if len(steps) >= 2:  # from the first logged step (model built, first batch in) to the last
+        out["s_per_step_after_first"] = (seconds[steps[-1]] - seconds[steps[0]]) / (steps[-1] - steps[0])
+    return out
 
 
 def main() -> None:
+    if "--train-featurize" in sys.argv:
+        i = sys.argv.index("--train-featurize")
+        rest = sys.argv[i + 2:]
+        result = train_step_time(sys.argv[i + 1], rest[1:] if rest[:1] == ["--"] else rest)
+        print(json.dumps(result, indent=2))
+        return
     p = argparse.ArgumentParser()
     p.add_argument("--rows", type=int, default=3000)
     p.add_argument("--rows-per-shard", type=int, default=100)
     p.add_argument("--num-cpus", type=int, default=2)
+    p.add_argument("--batch-size", type=int, default=32, help="rows per consumer batch (a train worker's batch)")
+    p.add_argument("--collate", action="store_true", help="every path ends in collated training batches")
+    p.add_argument("--repeats", type=int, default=1, help="runs per path, interleaved; the median is reported")
+    p.add_argument("--corpus-dir", help="keep the generated shards here and reuse them (default: a new temp dir)")
     p.add_argument("--output-json")
     args = p.parse_args()
     import ray
 
-    root = Path(tempfile.mkdtemp(prefix="fc-bench-data-"))
+    root = Path(args.corpus_dir) if args.corpus_dir else Path(tempfile.mkdtemp(prefix="fc-bench-data-"))
     small = make_corpus(root, args.rows, args.rows_per_shard)
     big = make_corpus(root, 2 * args.rows, args.rows_per_shard)
-    result: dict = {"rows": args.rows, "rows_per_shard": args.rows_per_shard, "cpu_count": os.cpu_count()}
-    plain_loop(small)  # warm caches (feature extractor, page cache)
-    n, dt, mem = plain_loop(small)
-    result["plain"] = {"rows": n, "seconds": dt, "rows_per_s": n / dt, "peak_pss_mb": mem / 2**20}
+    result: dict = {"rows": args.rows, "rows_per_shard": args.rows_per_shard, "cpu_count": os.cpu_count(),
+                    "batch_size": args.batch_size, "collate": args.collate, "load_average": os.getloadavg()}
+    plain_loop(small, args.collate, args.batch_size)  # warm caches (feature extractor, page cache)
     t0 = time.perf_counter()
     ray.init(num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=False)
     result["ray_start_s"] = time.perf_counter() - t0
-    ray_pipeline(small)  # warm: worker processes, imports
-    for name, d in (("ray", small), ("ray_2x_shards", big)):
-        n, dt, mem = ray_pipeline(d)
+    for mode in ("pipeline", "worker"):  # warm: worker processes, imports
+        ray_pipeline(small, mode, args.collate, args.batch_size)
+    runs: dict[str, list] = {}
+    for _ in range(args.repeats):  # interleaved: a shared machine's load drifts
+        runs.setdefault("plain", []).append((small, plain_loop(small, args.collate, args.batch_size)))
+        for name, mode, d in (("ray", "pipeline", small), ("ray_worker", "worker", small),
+                              ("ray_2x_shards", "pipeline", big), ("ray_worker_2x_shards", "worker", big)):
+            runs.setdefault(name, []).append((d, ray_pipeline(d, mode, args.collate, args.batch_size)))
+    for name, rs in runs.items():
+        d, (n, dt, mem) = sorted(rs, key=lambda r: r[1][1])[len(rs) // 2]
         result[name] = {"rows": n, "shards": len(list(d.glob("shard-*.parquet"))), "seconds": dt,
-                        "rows_per_s": n / dt, "peak_pss_mb": mem / 2**20}
-    result["speedup"] = result["ray"]["rows_per_s"] / result["plain"]["rows_per_s"]
+                        "rows_per_s": n / dt, "peak_pss_mb": mem / 2**20,
+                        "all_seconds": [r[1][1] for r in rs], "all_peak_pss_mb": [r[1][2] / 2**20 for r in rs]}
+    for name in ("ray", "ray_worker"):
+        result[f"speedup_{name}"] = result[name]["rows_per_s"] / result["plain"]["rows_per_s"]
     ray.shutdown()
     print(json.dumps(result, indent=2))
     if args.output_json:

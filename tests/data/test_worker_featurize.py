@@ -116,3 +116,11 @@ def test_worker_mode_names_a_bad_row_and_the_bad_setting(words_all_dir):
         PipelineConfig(featurize="gpu")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="clip_samples sum to 5"):
         waveforms_from_bytes(np.zeros(4, np.float32).tobytes(), [5])
+
+
+def test_the_training_config_names_a_bad_featurize_mode():
+    from framecall.train.config import DataSection
+
+    assert DataSection(featurize="worker").featurize == "worker"
+    with pytest.raises(ValueError, match="data.featurize must be 'pipeline' or 'worker', got 'gpu'"):
+        DataSection(featurize="gpu")
