@@ -103,11 +103,8 @@ def ray_pipeline(data_dir: Path, featurize: str, collate: bool, batch_size: int)
 def train_step_time(featurize: str, job_args: list[str]) -> dict:
     """The main job (``jobs/train_poisson.py``'s config with ``job_args``) with ``data.featurize`` = ``featurize``,
     no test evaluation -> phase means over its logged steps and the training wall time."""
-    from dataclasses import replace
-
     import mlflow
 
-    import framecall.data.pipeline as pipeline
     from framecall.config import build_config
     from framecall.train.cli import JOB_DEFAULTS
     from framecall.train.config import TrainJobConfig
@@ -119,12 +116,7 @@ def train_step_time(featurize: str, job_args: list[str]) -> dict:
     known, overrides = flags.parse_known_args(job_args)
     cfg = build_config(TrainJobConfig, None, {"data.data_dir": known.data, "output": known.output,
                                                "train.max_steps": int(known.max_steps)},
-                       [*JOB_DEFAULTS["poisson"], *overrides])
-    # train.runner builds the PipelineConfig without the mode (the hook is the lead's: runner.py is not
-    # this change's file); set it where the runner's prepare_datasets builds its datasets, on this driver
-    build = pipeline.build_dataset
-    pipeline.build_dataset = lambda d, c=None, split=None: build(d, replace(c or pipeline.PipelineConfig(),
-                                                                           featurize=featurize), split)
+                       [*JOB_DEFAULTS["poisson"], *overrides, f"data.featurize={featurize}"])
     result = fit(cfg, evaluate_test=False)
     client = mlflow.tracking.MlflowClient(result.tracking_uri)
     out: dict = {"featurize": featurize, "wall_s": result.wall_s, "load_average": os.getloadavg(), "args": job_args}
