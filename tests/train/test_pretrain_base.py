@@ -84,6 +84,18 @@ def test_small_base_then_a_frame_run_starts_from_its_weights(ray_session, mlflow
     initial = loaded_backbone(str(tmp_path / "pre" / "init"))
     assert any(not torch.equal(initial[k], from_base[k]) for k in initial)  # pretraining moved them
 
+    # a stopped build's checkpoint shipped as it is: same weights, evaluated, marked as packaged
+    from dataclasses import replace
+
+    from framecall.train.pretrain import package_checkpoint
+
+    packed = package_checkpoint(replace(cfg, output=str(tmp_path / "pkg"), data_root=str(tmp_path / "pre" / "data")),
+                                tmp_path / "pre" / "run" / "best").base_dir
+    assert read_manifest(packed).stage == "base" and "stopped build" in read_manifest(packed).base_provenance["packaged"]
+    assert "topn_nms/events/acc@40ms" in read_manifest(packed).metrics
+    verify_sums(packed)
+    assert all(torch.equal(v, from_base[k]) for k, v in loaded_backbone(str(packed)).items())
+
     # a frame run with --model <base>: at an lr of 1e-12 its step-1 backbone is still the base's
     from framecall.train.cli import train_main
 
@@ -95,3 +107,22 @@ def test_small_base_then_a_frame_run_starts_from_its_weights(ray_session, mlflow
     started = backbone_tensors(run / "best")
     assert started.keys() == from_base.keys()
     assert all(torch.allclose(started[k], from_base[k], atol=1e-6) for k in started)
+
+
+def test_shipped_tiny_omni_base_loads_through_from_pretrained():
+    from framecall.models.backbone import load_backbone
+    from framecall.models.tiny import SHIPPED_BASES
+
+    shipped = SHIPPED_BASES / "tiny-omni-base"
+    assert resolve_model_path("tiny-omni-base") == str(shipped / "backbone")
+    manifest = read_manifest(shipped)
+    assert manifest.stage == "base" and manifest.model_type == "qwen2_5_omni"
+    assert manifest.global_step > 0 and {"words", "words_all", "speakers", "events"} <= {
+        json.loads(manifest.base_provenance["data"])[i]["task"] for i in range(8)}
+    verify_sums(shipped)
+    backbone = load_backbone("tiny-omni-base")
+    weights = load_file(str(shipped / "backbone" / "model.safetensors"))
+    assert sum(p.numel() for p in backbone.model.parameters()) == sum(w.numel() for w in weights.values())
+    # transformers renames on load (model.embed_tokens -> model.language_model.embed_tokens): same tensor
+    assert torch.equal(backbone.model.state_dict()["model.language_model.embed_tokens.weight"],
+                       weights["model.embed_tokens.weight"])

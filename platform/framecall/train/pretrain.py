@@ -185,7 +185,7 @@ def verify_sums(base_dir: Path) -> None:
 
 
 def package_base(cfg: PretrainConfig, best_dir: Path, target: Path, sources: dict[Path, dict[str, Any]],
-                 result) -> Path:
+                 result, extra: dict[str, str] | None = None) -> Path:
     """Export the best checkpoint standalone into ``target`` as a ``stage: base`` checkpoint."""
     from framecall.config import to_dict
     from framecall.models.checkpoint import read_manifest, write_manifest
@@ -197,7 +197,7 @@ def package_base(cfg: PretrainConfig, best_dir: Path, target: Path, sources: dic
         "arch": cfg.arch, "seed": str(cfg.seed), "steps": str(manifest.global_step),
         "data": json.dumps(list(sources.values())), "config": json.dumps(to_dict(cfg)),
         "build_wall_s": f"{result.wall_s:.0f}", "mlflow_run_id": result.run_id,
-        "built_by": "jobs/pretrain_base.py",
+        "built_by": "jobs/pretrain_base.py", **(extra or {}),
     }
     # sources live on the machine that built it: the manifest keeps what they held, not where
     write_manifest(target, replace(manifest, stage="base", mixture={source_name(s["task"], *s["seconds"]): 1.0
@@ -207,6 +207,33 @@ def package_base(cfg: PretrainConfig, best_dir: Path, target: Path, sources: dic
     (target / TABLE_FILE).write_text(result.table + "\n")
     write_sums(target)
     return target
+
+
+def package_checkpoint(cfg: PretrainConfig, ckpt_dir: Path) -> BaseResult:
+    """Ship a checkpoint of a stopped build (a time budget reached before ``max_steps``): evaluate it on the
+    test split of every source like ``fit`` does, then :func:`package_base` it into ``<output>/base``."""
+    from types import SimpleNamespace
+
+    from framecall.models.checkpoint import read_manifest
+    from framecall.train.config import EvalSection
+    from framecall.train.evaluate import evaluate_checkpoint
+
+    t0 = time.time()
+    target = Path(cfg.output).resolve() / "base"
+    if target.exists() and any(target.iterdir()):
+        raise FileExistsError(f"{target} exists and is not empty; remove it or choose another --output")
+    sources = make_base_data(cfg)  # present already: checked against their generator parameters, not rebuilt
+    manifest = read_manifest(ckpt_dir).check(ckpt_dir, stage="frame", frame_head=True)
+    tasks = ", ".join(sorted({s["task"] for s in sources.values()}))
+    scores, table, _ = evaluate_checkpoint(ckpt_dir, list(sources), split="test", decoders=EvalSection().decoders,
+                                           title=f"{manifest.loss} on {tasks} (test split, step "
+                                                 f"{manifest.global_step}, stopped build)")
+    result = SimpleNamespace(wall_s=time.time() - t0, run_id=manifest.mlflow_run_id or "", test_scores=scores,
+                             table=table)
+    package_base(cfg, ckpt_dir, target, sources, result,
+                 extra={"packaged": f"stopped build, checkpoint {ckpt_dir.name} (jobs/pretrain_base.py --package); "
+                                    "build_wall_s is the packaging time"})
+    return BaseResult(target, table, result.wall_s)
 
 
 def build_base(cfg: PretrainConfig) -> BaseResult:
@@ -238,6 +265,8 @@ def pretrain_main(argv: list[str] | None = None, doc: str = "") -> None:
     p.add_argument("--max-steps", type=int)
     p.add_argument("--num-per-source", type=int, help="items per (task, duration range) shard directory")
     p.add_argument("--seed", type=int)
+    p.add_argument("--package", metavar="CKPT",
+                   help="no training: evaluate and ship this checkpoint of a stopped build (same config)")
     p.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. hidden=192 layers=4 lr=5e-4")
     args = p.parse_args(argv)
@@ -250,7 +279,7 @@ def pretrain_main(argv: list[str] | None = None, doc: str = "") -> None:
     if args.print_config:
         print(to_yaml(cfg), end="")
         return
-    result = build_base(cfg)
+    result = package_checkpoint(cfg, Path(args.package)) if args.package else build_base(cfg)
     print()
     print(result.table)
     print()
