@@ -147,7 +147,9 @@ def test_training_split_only_and_times_follow_speed(ray_session, tmp_path):
                                                         splits={"train": 0.5, "val": 0.5}), True)
 
     def rows(overrides):
-        cfg = build_config(TrainJobConfig, overrides=[f"data.data_dir={data}", *overrides])
+        # features in the pipeline, to compare them; the worker mode's waveforms get the same augmentation
+        # (tests/data/test_worker_featurize.py)
+        cfg = build_config(TrainJobConfig, overrides=[f"data.data_dir={data}", "data.featurize=pipeline", *overrides])
         ds = prepare_datasets(cfg, [data], [read_manifest(data)])
         return {n: {r["id"]: r for r in d.take_all()} for n, d in ds.items()}
 

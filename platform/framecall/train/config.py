@@ -57,8 +57,7 @@ class DataSection:
     """Where the log-mel is computed (framecall.data.pipeline.PipelineConfig.featurize): worker (Ray Data ships
     waveforms, the training worker featurizes each batch at once on its device, every step; measured faster
     here, BENCHMARKS.md "Per-stage profile (issue #19)") | pipeline (per row in the Ray Data tasks; with
-    cache_features, once per run). Takes effect once train.runner.prepare_datasets passes it to its
-    PipelineConfig (the hook is pending in #19); until then training featurizes in the pipeline."""
+    cache_features, once per run)."""
     progress_bars: str = "auto"
     """Ray Data progress bars on the driver: auto (on when stdout is a terminal, off in logs) | on | off."""
     mixture: dict[str, float] = field(default_factory=dict)

@@ -123,7 +123,8 @@ def prepare_datasets(cfg: TrainJobConfig, data_dirs: list[Path], data_manifests:
     materialize = cfg.data.cache_features if materialize is None else materialize
     spec = backbone_spec(cfg.model.name)
     pipe = PipelineConfig(bad_rows=cfg.data.bad_rows, features=spec.feature_params, num_cpus=0.5,
-                          max_seconds=30.0 if spec.model_type == "qwen2_audio" else 600.0)
+                          max_seconds=30.0 if spec.model_type == "qwen2_audio" else 600.0,
+                          featurize=cfg.data.featurize)
     augment = cfg.data.augment if cfg.data.augment.waveform else None
     bars = progress_bars_on(cfg.data.progress_bars)  # where a person watches; not in logs and tests
     datasets = {}
