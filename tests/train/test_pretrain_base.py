@@ -12,7 +12,8 @@ from safetensors.torch import load_file
 from framecall.models.backbone import BackboneError, resolve_model_path
 from framecall.models.checkpoint import CheckpointError, read_manifest
 from framecall.models.tiny import BASE_PRESETS, ensure_base
-from framecall.train.pretrain import PretrainConfig, build_base, verify_sums, write_sums
+from framecall.models.tiny import verify_sums
+from framecall.train.pretrain import PretrainConfig, build_base, write_sums
 
 
 def backbone_tensors(path: Path) -> dict[str, torch.Tensor]:

@@ -21,6 +21,7 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 from framecall.cache import cache_dir
 
@@ -115,23 +116,53 @@ def base_build_command(name: str, output: str | Path) -> str:
     return f"python jobs/pretrain_base.py --arch {BASE_PRESETS[name]} --output {output}"
 
 
+SUMS_FILE = "SHA256SUMS"
+_BASE_BUILDERS: list[Callable[[str, Path], Path]] = []
+"""The builder of a missing base preset, registered by :mod:`framecall.train.pretrain` (models never import
+train/): ``(preset name, run directory) -> the built base directory``."""
+
+
+def register_base_builder(build: Callable[[str, Path], Path]) -> None:
+    _BASE_BUILDERS[:] = [build]
+
+
+def verify_sums(base_dir: Path) -> None:
+    """Refuse a base whose files differ from its ``SHA256SUMS`` (naming the file)."""
+    import hashlib
+
+    from framecall.models.checkpoint import CheckpointError
+
+    sums = base_dir / SUMS_FILE
+    if not sums.is_file():
+        raise CheckpointError(f"{base_dir}: no {SUMS_FILE}; not a framecall base")
+    for line in sums.read_text().splitlines():
+        digest, rel = line.split(maxsplit=1)
+        path = base_dir / rel
+        if not path.is_file() or hashlib.sha256(path.read_bytes()).hexdigest() != digest:
+            raise CheckpointError(f"{path}: missing or its sha256 differs from {sums} (a damaged base; rebuild it "
+                                  "with jobs/pretrain_base.py)")
+
+
 def ensure_base(name: str) -> Path:
     """The Hugging Face directory (``<base>/backbone``) of pretrained base preset ``name``.
 
     The shipped base under ``models/bases/<name>`` if present (its SHA256SUMS checked), else the cached
-    build, else built now with the default :class:`~framecall.train.pretrain.PretrainConfig` (tens of
-    minutes on 2 CPU cores; announced with the command that does the same)."""
+    build, else built now by the registered builder (the training jobs register
+    :func:`framecall.train.pretrain.build_preset`: tens of minutes on 2 CPU cores, announced with the
+    command that does the same); with no builder registered, an error naming that command."""
     if name not in BASE_PRESETS:
         raise ValueError(f"unknown base preset {name!r}; valid: {list(BASE_PRESETS)}")
     from framecall.models.tokenizer import fingerprint
-    from framecall.train.pretrain import PretrainConfig, build_base, verify_sums
 
-    for base in (SHIPPED_BASES / name, cache_dir("models") / f"{name}-{_VERSION}-tok{fingerprint()}" / "base"):
+    run = cache_dir("models") / f"{name}-{_VERSION}-tok{fingerprint()}"
+    for base in (SHIPPED_BASES / name, run / "base"):
         if (base / "backbone" / "config.json").is_file():
             verify_sums(base)
             return base / "backbone"
-    run = cache_dir("models") / f"{name}-{_VERSION}-tok{fingerprint()}"
+    if not _BASE_BUILDERS:
+        raise FileNotFoundError(f"base preset {name!r} is neither shipped ({SHIPPED_BASES / name}) nor cached "
+                                f"({run / 'base'}); build it: {base_build_command(name, run)}")
     print(f"[framecall] base preset {name!r} is neither shipped ({SHIPPED_BASES / name}) nor cached: BUILDING IT "
           f"NOW (multi-task pretraining, tens of minutes on 2 CPU cores). The same by hand: "
           f"{base_build_command(name, run)}", file=sys.stderr, flush=True)
-    return build_base(PretrainConfig(arch=BASE_PRESETS[name], output=str(run))).base_dir / "backbone"
+    return _BASE_BUILDERS[0](name, run) / "backbone"

@@ -26,6 +26,7 @@ def train_main(job: str, argv: list[str] | None = None, doc: str = "") -> None:
     otherwise; a loss that does not fit the job (a binary loss in train_poisson) is refused.
     """
     from framecall.config import load_yaml
+    from framecall.train import pretrain  # noqa: F401 - registers the builder of a missing base preset
     from framecall.train.config import TrainJobConfig
 
     p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)

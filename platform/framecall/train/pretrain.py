@@ -25,9 +25,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from framecall.models.tiny import BASE_PRESETS, SUMS_FILE, register_base_builder
+
 BASE_ARCHS = ("tiny-omni", "tiny-qwen2-audio")
 BASE_TASKS = ("words", "words_all", "speakers", "events")
-SUMS_FILE = "SHA256SUMS"
 TABLE_FILE = "eval_table.md"
 
 
@@ -169,21 +170,6 @@ def write_sums(base_dir: Path) -> str:
     return next(line.split()[0] for line in lines if line.endswith("backbone/model.safetensors"))
 
 
-def verify_sums(base_dir: Path) -> None:
-    """Refuse a base whose files differ from its ``SHA256SUMS`` (naming the file)."""
-    from framecall.models.checkpoint import CheckpointError
-
-    sums = base_dir / SUMS_FILE
-    if not sums.is_file():
-        raise CheckpointError(f"{base_dir}: no {SUMS_FILE}; not a framecall base")
-    for line in sums.read_text().splitlines():
-        digest, rel = line.split(maxsplit=1)
-        path = base_dir / rel
-        if not path.is_file() or hashlib.sha256(path.read_bytes()).hexdigest() != digest:
-            raise CheckpointError(f"{path}: missing or its sha256 differs from {sums} (a damaged base; rebuild it "
-                                  "with jobs/pretrain_base.py)")
-
-
 def package_base(cfg: PretrainConfig, best_dir: Path, target: Path, sources: dict[Path, dict[str, Any]],
                  result, extra: dict[str, str] | None = None) -> Path:
     """Export the best checkpoint standalone into ``target`` as a ``stage: base`` checkpoint."""
@@ -288,3 +274,11 @@ def pretrain_main(argv: list[str] | None = None, doc: str = "") -> None:
     if result.registered_model:
         print(f"registered: {result.registered_model}")
     print(f"wall time: {result.wall_s:.1f} s")
+
+
+def build_preset(name: str, run: Path) -> Path:
+    """A base preset built with the default :class:`PretrainConfig` into ``run`` -> its base directory."""
+    return build_base(PretrainConfig(arch=BASE_PRESETS[name], output=str(run))).base_dir
+
+
+register_base_builder(build_preset)  # a training job asking for a missing base preset builds it

@@ -35,6 +35,7 @@ def _run(p: argparse.ArgumentParser, args: argparse.Namespace, cls: type, flags:
 
 
 def sft_main(argv: list[str] | None = None, doc: str = "") -> None:
+    from framecall.train import pretrain  # noqa: F401 - registers the builder of a missing base preset
     from framecall.train.grpo.config import SFTJobConfig
     from framecall.train.grpo.runner import fit_sft
 
@@ -45,6 +46,7 @@ def sft_main(argv: list[str] | None = None, doc: str = "") -> None:
 
 
 def grpo_main(argv: list[str] | None = None, doc: str = "") -> None:
+    from framecall.train import pretrain  # noqa: F401 - registers the builder of a missing base preset
     from framecall.train.grpo.config import GRPOJobConfig
     from framecall.train.grpo.runner import fit_grpo
 
