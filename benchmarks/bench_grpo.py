@@ -3,6 +3,7 @@ PolyAudio bench with the rule judge; single-clip retention (Table 7) before SFT,
 after GRPO; rollout throughput with 1 vs 2 actors and the GRPO step time by phase.
 
     python benchmarks/bench_grpo.py --output runs/bench_grpo          # ~15-25 min on 2 cores
+    python benchmarks/bench_grpo.py --base tiny-omni-base --output runs/bench_grpo_base   # from the pretrained base
 """
 
 import argparse
@@ -81,6 +82,7 @@ def main() -> None:
     p.add_argument("--per-task", type=int, default=64)
     p.add_argument("--bench-per-task", type=int, default=24)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--base", default="tiny-omni", help="backbone SFT adapts and GRPO-only starts from (a preset)")
     args = p.parse_args()
     out = Path(args.output).resolve()
     train, pref = make_split(out, "train", args.per_task, args.seed), make_split(out, "preference", args.per_task, args.seed)
@@ -92,24 +94,24 @@ def main() -> None:
     common = [f"mlflow.tracking_uri=sqlite:///{out / 'mlflow.db'}", "ray.num_workers=1", "data.make_if_missing=false"]
     t0 = time.time()
     sft = fit_sft(build_config(SFTJobConfig, overrides=[
-        f"output={out / 'sft'}", f"data.data_dir={train}", f"train.max_steps={args.sft_steps}",
+        f"output={out / 'sft'}", f"base={args.base}", f"data.data_dir={train}", f"train.max_steps={args.sft_steps}",
         f"train.save_every={args.sft_steps}", f"train.seed={args.seed}", *common]))
     walls = {"sft": time.time() - t0}
     runs = {}
-    for name, policy in (("sft_grpo", sft.best_checkpoint), ("grpo_only", "tiny-omni")):
+    for name, policy in (("sft_grpo", sft.best_checkpoint), ("grpo_only", args.base)):
         t0 = time.time()
         runs[name] = fit_grpo(build_config(GRPOJobConfig, overrides=[
             f"output={out / name}", f"policy={policy}", f"data.data_dir={pref}", f"grpo.max_steps={args.grpo_steps}",
             f"grpo.save_every={args.grpo_steps}", f"grpo.seed={args.seed}", "rollout.num_actors=2", *common]))
         walls[name] = time.time() - t0
-    models = {"base": "tiny-omni", "sft": str(sft.best_checkpoint),
+    models = {"base": args.base, "sft": str(sft.best_checkpoint),
               "sft_grpo": str(runs["sft_grpo"].best_checkpoint), "grpo_only": str(runs["grpo_only"].best_checkpoint)}
     scores = {name: bench_scores(m, bench) for name, m in models.items()}
     retention = {name: retention_scores(m) for name, m in models.items()}
     from framecall.train.grpo.data import row_to_item
 
     items = [row_to_item(r) for r in generate_items(PolyConfig(split="bench", per_task=1, tasks=TASKS))]
-    rates = {n: throughput("tiny-omni", items, n, 4) for n in (1, 2)}
+    rates = {n: throughput(args.base, items, n, 4) for n in (1, 2)}
     phases = phase_split(runs["sft_grpo"])
     result = {"args": vars(args), "walls_s": walls, "scores": scores, "retention": retention,
               "completions_per_s": rates, "phases_s": phases}

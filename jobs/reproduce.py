@@ -27,7 +27,9 @@ if __name__ == "__main__":
     p.add_argument("--num-items", type=int, default=2000)
     p.add_argument("--lg-task", default="words", choices=["words", "speakers", "events"],
                    help="task of the length-generalization tables")
-    p.add_argument("--tables", default="table2,table4,table5,decoders")
+    p.add_argument("--tables", default="table2,table4,longer,table5,decoders",
+                   help="table4: matched/mismatched answer windows; longer: Table 2's models on longer clips")
+    p.add_argument("--lg-windows", default="0-4,0-8", help="Table 4's training windows (0-4 -> 4-8, 0-8 -> 8-12)")
     p.add_argument("--model", default="tiny-omni", help="backbone of every model: preset, checkpoint path")
     p.add_argument("--finetune", default="full", choices=["full", "lora", "head"],
                    help="how the backbone trains (a pretrained checkpoint: lora or head)")
@@ -36,5 +38,5 @@ if __name__ == "__main__":
     cfg = ReproduceConfig(output=args.output, data_root=args.data_root or str(Path(args.output) / "data"),
                           steps=args.steps, eval_every=args.eval_every, num_items=args.num_items, quick=args.quick,
                           lg_task=args.lg_task, tables=tuple(args.tables.split(",")), model=args.model,
-                          finetune=args.finetune)
+                          finetune=args.finetune, lg_windows=tuple(args.lg_windows.split(",")))
     print(Reproduction(cfg).run())

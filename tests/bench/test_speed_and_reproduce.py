@@ -46,8 +46,16 @@ def test_reproduce_quick_produces_every_table(ray_session, mlflow_uri, tmp_path)
                         tracking_uri=mlflow_uri).run()
     tables = (out / "tables.md").read_text()
     assert tables == text
-    for title in ("Table 2", "Table 4", "harder case", "Table 5", "Decoders x Poisson losses"):
+    for title in ("Table 2", "Table 4", "harder case", "Table 5", "Decoders x Poisson losses",
+                  "mismatched answers in train window"):
         assert title in tables
     for row in ("| tokens |", "| Poisson |", "| binary |", "| token output |", "| poisson_conditional | topn_nms |"):
         assert row in tables, row
     assert len(json.loads((out / "walls.json").read_text())) == 5  # quick: one model per (objective, loss)
+
+
+def test_reproduce_refuses_an_unknown_window(tmp_path):
+    from framecall.bench.reproduce import ReproduceConfig, Reproduction
+
+    with pytest.raises(ValueError, match=r"lg_windows: unknown window\(s\) \['0-5'\]"):
+        Reproduction(ReproduceConfig(output=str(tmp_path), data_root=str(tmp_path / "data"), lg_windows=("0-4", "0-5")))

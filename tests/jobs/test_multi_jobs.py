@@ -56,9 +56,16 @@ def test_sft_then_grpo_then_resume(tmp_path, poly_dirs, mlflow_uri, ray_session)
     client = MlflowClient(mlflow_uri)
     assert {"train/loss", "time/forward_backward", "time/data"} <= set(client.get_run(sft.run_id).data.metrics)
 
-    # two learner workers: rank 0 syncs the actors, the other rank generates at the version it adopts
+    # two learner workers: rank 0 syncs the actors, the other rank generates at the version it adopts;
+    # checkpoints on a pyarrow filesystem that is not the local one (as s3:// would be), so --resume
+    # below hands the learner a checkpoint on that storage, not the driver's local copy
+    import pyarrow.fs as pafs
+
+    (tmp_path / "shared").mkdir()
+    shared = pafs.SubTreeFileSystem(str(tmp_path / "shared"), pafs.LocalFileSystem())
     grpo = fit_grpo(_grpo_cfg(tmp_path, sft.best_checkpoint, poly_dirs["preference"], mlflow_uri,
-                              **{"ray.num_workers": 2, "ray.cpus_per_worker": 0.5}))
+                              **{"ray.num_workers": 2, "ray.cpus_per_worker": 0.5, "ray.storage_path": "grpo_ckpt"}),
+                    storage_filesystem=shared)
     g = read_manifest(grpo.best_checkpoint)
     assert g.stage == "grpo" and g.policy_version == 2 and g.parent == str(sft.best_checkpoint)
     assert Path(g.backbone) == tmp_path / "grpo" / "merged_base"
@@ -69,10 +76,15 @@ def test_sft_then_grpo_then_resume(tmp_path, poly_dirs, mlflow_uri, ray_session)
     assert metrics["weights/version"] == 2 and metrics["rollout/logprob_abs_diff"] < 1e-3
     assert grpo.registered_model.startswith("models:/framecall-grpo/")
 
+    assert any((tmp_path / "shared" / "grpo_ckpt").rglob("checkpoint_*"))
+
     again = fit_grpo(_grpo_cfg(tmp_path, sft.best_checkpoint, poly_dirs["preference"], mlflow_uri,
-                               resume="true", **{"grpo.max_steps": 3}))
+                               resume="true", **{"grpo.max_steps": 3, "ray.storage_path": "grpo_ckpt"}),
+                     storage_filesystem=shared)
     r = read_manifest(again.best_checkpoint)
     assert again.run_id == grpo.run_id and r.policy_version == 3 and r.global_step == 3
+    # restored at step 2 from the shared storage: only step 3 was trained (and logged) again
+    assert sorted(m.step for m in client.get_metric_history(grpo.run_id, "kl/mean")) == [1, 2, 3]
 
 
 def test_bad_input_fails_before_any_actor(tmp_path, poly_dirs, mlflow_uri):

@@ -45,7 +45,11 @@ class ReproduceConfig:
     lg_task: str = "words"
     """Task of the length-generalization tables (words, as in the paper; speakers or events
     when the tiny model cannot learn single-word localization within the budget)."""
-    tables: tuple[str, ...] = ("table2", "table4", "table5", "decoders")
+    lg_windows: tuple[str, ...] = ("0-4", "0-8")
+    """Training answer windows of Table 4: 0-4 is tested on 4-8 s, 0-8 on 8-12 s (one model per
+    method and window, so fewer windows means fewer fine-tunes)."""
+    tables: tuple[str, ...] = ("table2", "table4", "longer", "table5", "decoders")
+    """table4: matched/mismatched windows; longer: Table 2's models on clips longer than any they saw."""
     model: str = "tiny-omni"
     """Backbone of every model (a preset or a checkpoint path)."""
     finetune: str = "full"
@@ -53,6 +57,10 @@ class ReproduceConfig:
     quick: bool = False
     """CI mode: a few items, 2 steps, 1 worker, one model per (objective, loss) shared by all
     tables (5 models instead of 18); checks that every table is produced, nothing more."""
+
+
+LG_WINDOWS = {"0-4": ((0, 4), (4, 8)), "0-8": ((0, 8), (8, 12))}
+"""Table 4's training window -> (train window, mismatched test window), seconds."""
 
 
 def _quick(cfg: ReproduceConfig) -> ReproduceConfig:
@@ -78,6 +86,9 @@ def _make(path: Path, task: str, num: int, seed: int, lo: float, hi: float, wind
 
 class Reproduction:
     def __init__(self, cfg: ReproduceConfig, tracking_uri: str | None = None) -> None:
+        unknown = [w for w in cfg.lg_windows if w not in LG_WINDOWS]
+        if unknown:
+            raise ValueError(f"lg_windows: unknown window(s) {unknown}; choose from {sorted(LG_WINDOWS)}")
         self.cfg = _quick(cfg) if cfg.quick else cfg
         self.out = Path(cfg.output).resolve()
         self.data = Path(cfg.data_root).resolve()
@@ -135,6 +146,9 @@ class Reproduction:
             gold = np.array([g for _, g in counts])
             scores["count"] = {"mean_abs_error": float(np.abs(est - gold).mean()),
                                "rounded_exact": float((np.round(est) == gold).mean())}
+        # where each output puts its answers (Table 4: how many land inside the training window)
+        scores["answer_times_s"] = {d: [t for r in records for t in (r["preds"].get(d) or [])]
+                                    for d in decoders if d != "all"}
         cache.write_text(json.dumps(scores))
         return scores
 
@@ -159,17 +173,17 @@ class Reproduction:
             rows.append([method, *cells, ", ".join(fails) or "-"])
         return _md(head, rows)
 
-    def table4(self) -> tuple[str, str]:
+    def table4(self) -> str:
         c = self.cfg
         lo, hi = (3.0, 4.0) if c.quick else (8.0, 12.0)
         head = ["method", "train window", "matched acc@20", "mismatched acc@20", "matched acc@100",
-                "mismatched acc@100", "mismatched / matched (acc@100)"]
+                "mismatched acc@100", "mismatched / matched (acc@100)", "mismatched answers in train window"]
         rows = []
-        for train_w, test_w, tag in (((0, 4), (4, 8), "0-4 -> 4-8"), ((0, 8), (8, 12), "0-8 -> 8-12")):
+        task, sfx = c.lg_task, "" if c.lg_task == "words" else f"_{c.lg_task}"
+        for train_w, test_w in [LG_WINDOWS[w] for w in c.lg_windows]:
             if c.quick:
                 train_w, test_w = (0, 1.5), (1.5, 3)
             tag = f"{train_w[0]:g}-{train_w[1]:g} -> {test_w[0]:g}-{test_w[1]:g}"
-            task, sfx = c.lg_task, "" if c.lg_task == "words" else f"_{c.lg_task}"
             train = self.corpus(f"t4{sfx}_train_{train_w[0]}_{train_w[1]}", task, lo, hi, window=train_w, seed=10)
             matched = self.corpus(f"t4{sfx}_test_{train_w[0]}_{train_w[1]}", task, lo, hi, window=train_w,
                                   test_only=True, seed=11)
@@ -178,13 +192,24 @@ class Reproduction:
             for method, objective, loss, out_name in (("tokens", "tokens", "poisson", "tokens"),
                                                       ("Poisson", "frame", "poisson", "topn_nms"),
                                                       ("binary", "frame", "binary", "topn_nms")):
+                if objective == "tokens" and c.finetune == "head":  # head-only trains no language model
+                    rows.append([method, tag, *["n/a (head-only trains no LM)"] + ["-"] * 5])
+                    continue
                 ckpt = self.train(f"t4{sfx}_{train_w[0]}_{train_w[1]}_{method.lower()}", train, objective, loss)
                 m = self.test(ckpt, matched, split=None)[out_name]["all"]
-                x = self.test(ckpt, mismatched, split=None)[out_name]["all"]
+                mis = self.test(ckpt, mismatched, split=None)
+                x, times = mis[out_name]["all"], mis["answer_times_s"][out_name]
+                inside = float(np.mean([train_w[0] <= t < train_w[1] for t in times])) if times else float("nan")
                 ratio = x["acc@100ms"] / m["acc@100ms"] if m["acc@100ms"] > 0 else float("nan")
                 rows.append([method, tag, _pct(m["acc@20ms"]), _pct(x["acc@20ms"]), _pct(m["acc@100ms"]),
-                             _pct(x["acc@100ms"]), f"{ratio:.2f}"])
-        # harder: the Table 2 words models (clips <= clip_s) on clips longer than any they saw
+                             _pct(x["acc@100ms"]), f"{ratio:.2f}", _pct(inside)])
+        return _md(head, rows)
+
+    def longer(self) -> str:
+        """The Table 2 models (clips <= clip_s, answers anywhere) on clips longer than any they saw."""
+        c = self.cfg
+        lo, hi = (3.0, 4.0) if c.quick else (8.0, 12.0)
+        task, sfx = c.lg_task, "" if c.lg_task == "words" else f"_{c.lg_task}"
         longer = self.corpus(f"t4{sfx}_long_test", task, lo, hi, window=(4, 8) if not c.quick else (1.5, 3),
                              test_only=True, seed=13)
         hard = []
@@ -196,7 +221,7 @@ class Reproduction:
             hard.append([method, _pct(same["acc@100ms"]), _pct(far["acc@100ms"]), _pct(far["acc@20ms"])])
         hard_head = ["method", f"acc@100 own test (clips <= {c.clip_s:g} s)",
                      f"acc@100 clips {lo:g}-{hi:g} s, asked about 4-8 s", "acc@20 there"]
-        return _md(head, rows), _md(hard_head, hard)
+        return _md(hard_head, hard)
 
     def table5(self) -> str:
         c = self.cfg
@@ -221,7 +246,7 @@ class Reproduction:
         for loss in ("poisson", "poisson_conditional"):
             ckpt = self.train(f"dl_{loss}", data, "frame", loss)
             s = self.test(ckpt, data, decoders=("all",))  # every registered decoder a Poisson head supports
-            for d in [k for k in s if k != "count"]:
+            for d in [k for k in s if k not in ("count", "answer_times_s")]:
                 a = s[d]["all"]
                 rows.append([loss, d, _pct(a["acc@20ms"]), _pct(a.get("hungarian_acc/acc@20ms")),
                              _pct(a["acc@40ms"]), _pct(a.get("hungarian_acc/acc@40ms")), _ms(a["mad_s"]),
@@ -235,11 +260,11 @@ class Reproduction:
         if "table2" in c.tables:
             sections.append(("Table 2 (miniature): tokens vs. Poisson vs. binary", self.table2()))
         if "table4" in c.tables:
-            t4, hard = self.table4()
-            sections += [(f"Table 4 (miniature): length generalization on {c.lg_task}, same clip lengths in "
-                          "train and test", t4),
-                         (f"Length generalization on {c.lg_task}, harder case: test clips longer than any "
-                          "training clip", hard)]
+            sections.append((f"Table 4 (miniature): length generalization on {c.lg_task}, same clip lengths "
+                             f"in train and test ({c.model}, finetune {c.finetune})", self.table4()))
+        if "longer" in c.tables:
+            sections.append((f"Length generalization on {c.lg_task}, harder case: test clips longer than any "
+                             "training clip", self.longer()))
         if "table5" in c.tables:
             sections.append(("Table 5 (miniature): interpolated loss", self.table5()))
         if "decoders" in c.tables:
@@ -248,7 +273,7 @@ class Reproduction:
         text += (f"\n\nBudget per model: {c.steps} steps x {c.num_workers} workers x batch {c.batch_size}; "
                  f"corpora of {c.num_items} items; seed {c.seed}; wall time of this invocation "
                  f"{time.time() - t0:.0f} s (runs reused from earlier invocations are not re-timed).\n")
-        subset = "" if set(c.tables) == {"table2", "table4", "table5", "decoders"} else \
+        subset = "" if set(c.tables) == {"table2", "table4", "longer", "table5", "decoders"} else \
             f"_{'_'.join(c.tables)}_{c.lg_task}"
         (self.out / f"tables{subset}.md").write_text(text)
         (self.out / f"walls{subset}.json").write_text(json.dumps(self.walls, indent=2))

@@ -91,8 +91,9 @@ def report_checkpoint(rank: int, backbone, manifest: CheckpointManifest, state: 
         ray.train.report(metrics, checkpoint=checkpoint, checkpoint_upload_fn=upload_complete)
 
 
-def restore_state(backbone, optimizer, resume_from: str | None) -> dict[str, Any] | None:
-    """Ray's latest checkpoint after a worker restart, else ``--resume``'s directory."""
+def restore_state(backbone, optimizer, resume_from: Any = None) -> dict[str, Any] | None:
+    """Ray's latest checkpoint after a worker restart, else ``--resume``'s (a ``ray.train.Checkpoint``
+    on the run's storage, or a local directory)."""
     import ray.train
 
     from framecall.models.adapters import ADAPTER_WEIGHTS
@@ -101,7 +102,8 @@ def restore_state(backbone, optimizer, resume_from: str | None) -> dict[str, Any
 
     resumed = ray.train.get_checkpoint()
     if resumed is None and resume_from:
-        resumed = ray.train.Checkpoint.from_directory(resume_from)
+        resumed = resume_from if isinstance(resume_from, ray.train.Checkpoint) \
+            else ray.train.Checkpoint.from_directory(str(resume_from))
     if resumed is None:
         return None
     with resumed.as_directory() as d:

@@ -57,20 +57,26 @@ def ensure_poly_data(data: MultiDataSection) -> Path:
 
 
 def start_or_resume(cfg: Any, output: Path, stage: str, tags: dict[str, str],
-                    storage: StoragePath) -> tuple[str, str, Path | None]:
-    """-> (tracking URI, MLflow run id, checkpoint to resume from): --resume continues the same run.
-    The checkpoint is a local directory (a verified copy when ``storage`` is another filesystem)."""
+                    storage: StoragePath) -> tuple[str, str, Any]:
+    """-> (tracking URI, MLflow run id, ``ray.train.Checkpoint`` to resume from or None): --resume
+    continues the same run. The driver verifies a local copy; the learner reads the checkpoint where
+    it is stored (a worker on another node cannot see the driver's copy)."""
     tracking_uri = cfg.mlflow.tracking_uri or tracking.default_tracking_uri(output)
-    resume_from = None
     if cfg.resume:
-        from framecall.train.runner import latest_checkpoint
+        import ray.train
 
-        resume_from = latest_checkpoint(output, storage)
-        if resume_from is None:
+        from framecall.train.checkpoints import pick_checkpoint, resume_candidates
+
+        pick = pick_checkpoint(resume_candidates(storage), log=lambda _: None)
+        if pick is None:
             raise CheckpointError(f"--resume: no checkpoint under {storage}")
-        manifest = read_manifest(resume_from).check(resume_from, stage=stage)
-        print(f"[framecall] resuming from {resume_from} at step {manifest.global_step}")
-        return tracking_uri, str(manifest.mlflow_run_id), resume_from
+        manifest = read_manifest(pick.path).check(pick.path, stage=stage)
+        print(f"[framecall] resuming from {pick.source or pick.path} at step {manifest.global_step}")
+        source = pick.source
+        stored = isinstance(source, StoragePath) and not source.local
+        checkpoint = ray.train.Checkpoint(source.path, filesystem=source.fs) if stored \
+            else ray.train.Checkpoint.from_directory(str(source or pick.path))
+        return tracking_uri, str(manifest.mlflow_run_id), checkpoint
     params = {**to_dict(cfg), "provenance": {"git_sha": tracking.git_sha(), **tracking.package_versions()}}
     run_id = tracking.start_run(tracking_uri, cfg.mlflow.experiment, output / "mlartifacts", cfg.mlflow.run_name,
                                 params=params, tags={"framecall.stage": stage, **tags})
@@ -160,7 +166,7 @@ def fit_sft(cfg: SFTJobConfig, storage_filesystem: Any = None) -> StageResult:
     datasets = {"train": read_items(data_dir, cfg.data.split, cfg.data.task_weights or None, cfg.train.seed)}
     result = run_trainer(sft_loop, {"job": to_dict(cfg), "manifest": to_dict(manifest), "mlflow_run_id": run_id,
                                     "tracking_uri": tracking_uri,
-                                    "resume_from": str(resume_from) if resume_from else None}, datasets, cfg, storage)
+                                    "resume_from": resume_from}, datasets, cfg, storage)
     return finish_stage(result, output, tracking_uri, run_id, cfg, "sft", tasks, t0)
 
 
@@ -243,7 +249,7 @@ def fit_grpo(cfg: GRPOJobConfig, storage_filesystem: Any = None) -> StageResult:
         result = run_trainer(grpo_loop, {"job": to_dict(cfg), "base": base, "actors": actors,
                                          "manifest": to_dict(manifest), "mlflow_run_id": run_id,
                                          "tracking_uri": tracking_uri,
-                                         "resume_from": str(resume_from) if resume_from else None},
+                                         "resume_from": resume_from},
                              datasets, cfg, storage)
     finally:
         import ray
