@@ -173,13 +173,18 @@ class Reproduction:
             rows.append([method, *cells, ", ".join(fails) or "-"])
         return _md(head, rows)
 
-    def table4(self) -> str:
+    def _lg_corpora(self) -> tuple[str, str, float, float]:
+        """(task, corpus-name suffix, shortest and longest clip in s) of the length-generalization tables."""
         c = self.cfg
         lo, hi = (3.0, 4.0) if c.quick else (8.0, 12.0)
+        return c.lg_task, "" if c.lg_task == "words" else f"_{c.lg_task}", lo, hi
+
+    def table4(self) -> str:
+        c = self.cfg
+        task, sfx, lo, hi = self._lg_corpora()
         head = ["method", "train window", "matched acc@20", "mismatched acc@20", "matched acc@100",
                 "mismatched acc@100", "mismatched / matched (acc@100)", "mismatched answers in train window"]
         rows = []
-        task, sfx = c.lg_task, "" if c.lg_task == "words" else f"_{c.lg_task}"
         for train_w, test_w in [LG_WINDOWS[w] for w in c.lg_windows]:
             if c.quick:
                 train_w, test_w = (0, 1.5), (1.5, 3)
@@ -193,7 +198,7 @@ class Reproduction:
                                                       ("Poisson", "frame", "poisson", "topn_nms"),
                                                       ("binary", "frame", "binary", "topn_nms")):
                 if objective == "tokens" and c.finetune == "head":  # head-only trains no language model
-                    rows.append([method, tag, *["n/a (head-only trains no LM)"] + ["-"] * 5])
+                    rows.append([method, tag, "n/a (head-only trains no LM)", *["-"] * 5])
                     continue
                 ckpt = self.train(f"t4{sfx}_{train_w[0]}_{train_w[1]}_{method.lower()}", train, objective, loss)
                 m = self.test(ckpt, matched, split=None)[out_name]["all"]
@@ -208,8 +213,7 @@ class Reproduction:
     def longer(self) -> str:
         """The Table 2 models (clips <= clip_s, answers anywhere) on clips longer than any they saw."""
         c = self.cfg
-        lo, hi = (3.0, 4.0) if c.quick else (8.0, 12.0)
-        task, sfx = c.lg_task, "" if c.lg_task == "words" else f"_{c.lg_task}"
+        task, sfx, lo, hi = self._lg_corpora()
         longer = self.corpus(f"t4{sfx}_long_test", task, lo, hi, window=(4, 8) if not c.quick else (1.5, 3),
                              test_only=True, seed=13)
         hard = []

@@ -92,18 +92,15 @@ def report_checkpoint(rank: int, backbone, manifest: CheckpointManifest, state: 
 
 
 def restore_state(backbone, optimizer, resume_from: Any = None) -> dict[str, Any] | None:
-    """Ray's latest checkpoint after a worker restart, else ``--resume``'s (a ``ray.train.Checkpoint``
-    on the run's storage, or a local directory)."""
+    """Ray's latest checkpoint after a worker restart, else ``--resume``'s ``ray.train.Checkpoint`` (on the
+    run's storage: a learner on another node reads it there)."""
     import ray.train
 
     from framecall.models.adapters import ADAPTER_WEIGHTS
     from framecall.models.checkpoint import load_weights, read_manifest
     from framecall.train.grpo.policy import load_adapter_state
 
-    resumed = ray.train.get_checkpoint()
-    if resumed is None and resume_from:
-        resumed = resume_from if isinstance(resume_from, ray.train.Checkpoint) \
-            else ray.train.Checkpoint.from_directory(str(resume_from))
+    resumed = ray.train.get_checkpoint() or resume_from
     if resumed is None:
         return None
     with resumed.as_directory() as d:

@@ -65,18 +65,15 @@ def start_or_resume(cfg: Any, output: Path, stage: str, tags: dict[str, str],
     if cfg.resume:
         import ray.train
 
-        from framecall.train.checkpoints import pick_checkpoint, resume_candidates
+        from framecall.train.checkpoints import as_storage, pick_checkpoint, resume_candidates
 
         pick = pick_checkpoint(resume_candidates(storage), log=lambda _: None)
         if pick is None:
             raise CheckpointError(f"--resume: no checkpoint under {storage}")
-        manifest = read_manifest(pick.path).check(pick.path, stage=stage)
-        print(f"[framecall] resuming from {pick.source or pick.path} at step {manifest.global_step}")
-        source = pick.source
-        stored = isinstance(source, StoragePath) and not source.local
-        checkpoint = ray.train.Checkpoint(source.path, filesystem=source.fs) if stored \
-            else ray.train.Checkpoint.from_directory(str(source or pick.path))
-        return tracking_uri, str(manifest.mlflow_run_id), checkpoint
+        manifest = pick.manifest.check(pick.path, stage=stage)
+        print(f"[framecall] resuming from {pick.source} at step {manifest.global_step}")
+        where = as_storage(pick.source)  # the stored checkpoint, not the driver's verified copy
+        return tracking_uri, str(manifest.mlflow_run_id), ray.train.Checkpoint(where.path, filesystem=where.fs)
     params = {**to_dict(cfg), "provenance": {"git_sha": tracking.git_sha(), **tracking.package_versions()}}
     run_id = tracking.start_run(tracking_uri, cfg.mlflow.experiment, output / "mlartifacts", cfg.mlflow.run_name,
                                 params=params, tags={"framecall.stage": stage, **tags})
